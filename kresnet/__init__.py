@@ -1,0 +1,30 @@
+"""kresnet: ResNets built with the Keras functional API, every layer named by stage and block.
+
+>>> import kresnet
+>>> model = kresnet.create_resnet((64, 64, 3), n_classes=10, depth=18)
+>>> model.get_layer("res2a_branch2a").name
+'res2a_branch2a'
+"""
+
+from kresnet.blocks import conv_block, identity_block
+from kresnet.builder import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, create_resnet, plan
+from kresnet.depths import DEPTHS
+from kresnet.plotting import plot_model
+from kresnet.stems import do_first_conv
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEPTHS",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "conv_block",
+    "create_resnet",
+    "do_first_conv",
+    "identity_block",
+    "plan",
+    "plot_model",
+]

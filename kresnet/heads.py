@@ -1,0 +1,50 @@
+"""What follows the last stage: a classifier head, or pooling alone for feature extraction."""
+
+from keras import layers
+
+from kresnet.naming import HeadNames
+
+#: The tutorial's head: dropout before and after one hidden Dense layer.
+TUTORIAL_DROPOUT = 0.5
+TUTORIAL_FC_UNITS = 200
+
+
+def pool(x, pooling, options):
+    """``None`` keeps the 4D feature map; ``"avg"``/``"max"`` pool it globally."""
+    names = HeadNames(options.name_prefix)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(data_format=options.data_format,
+                                             name=names.avg_pool)(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(data_format=options.data_format,
+                                         name=names.max_pool)(x)
+    return x
+
+
+def fc_head(x, classes, activation, options):
+    """Global average pooling and one Dense layer ``fc{classes}`` (``fc1000`` in Caffe)."""
+    x = pool(x, "avg", options)
+    return layers.Dense(classes, activation=activation,
+                        name=HeadNames(options.name_prefix).fc(classes))(x)
+
+
+def tutorial_head(x, classes, activation, options, dropout=TUTORIAL_DROPOUT,
+                  fc_units=TUTORIAL_FC_UNITS):
+    """``avg_pool``, ``dropout_01``, ``fc_01`` (Dense ``fc_units``, relu), ``dropout_02``,
+    ``fc_final`` (Dense ``classes``)."""
+    names = HeadNames(options.name_prefix)
+    x = pool(x, "avg", options)
+    x = layers.Dropout(dropout, name=names.dropout(1))(x)
+    x = layers.Dense(fc_units, activation="relu", name=names.hidden(1))(x)
+    x = layers.Dropout(dropout, name=names.dropout(2))(x)
+    return layers.Dense(classes, activation=activation, name=names.final)(x)
+
+
+def build_head(x, head, classes, activation, pooling, options, dropout=TUTORIAL_DROPOUT,
+               fc_units=TUTORIAL_FC_UNITS):
+    """Dispatch on ``head``: ``"tutorial"``, ``"fc"`` or ``None`` (then ``pooling`` applies)."""
+    if head == "tutorial":
+        return tutorial_head(x, classes, activation, options, dropout, fc_units)
+    if head == "fc":
+        return fc_head(x, classes, activation, options)
+    return pool(x, pooling, options)

@@ -1,0 +1,194 @@
+"""Every layer name kresnet gives, in one place.
+
+The scheme is the one of the original Caffe ResNets (KaimingHe/deep-residual-networks):
+the stem is ``conv1``/``bn_conv1``/``pool1``, block ``b`` of stage ``s`` is ``res{s}{b}``,
+its residual convolutions are ``res{s}{b}_branch2a``, ``_branch2b``, ``_branch2c`` with
+batch norms ``bn{s}{b}_branch2a`` ..., and its projection shortcut is ``res{s}{b}_branch1``
+with ``bn{s}{b}_branch1``. Names Caffe has no layer for (explicit padding, ReLUs, the
+classifier head) extend the same pattern with a suffix. ``prefix`` is prepended to every
+name so that two networks can live in one graph.
+"""
+
+import string
+from dataclasses import dataclass
+
+LETTERS = string.ascii_lowercase
+
+#: The input layer of every model.
+INPUT = "input"
+#: Pooling layers of headless models (``pooling="avg"``/``"max"``) and of every head.
+AVG_POOL = "avg_pool"
+MAX_POOL = "max_pool"
+
+
+def block_label(index, n_blocks, numbered=None):
+    """Return the Caffe label of block ``index`` (0-based) in a stage of ``n_blocks`` blocks.
+
+    Letters ``a, b, c, ...`` by default; ``a, b1, b2, ...`` when ``numbered`` (the original
+    ResNet-101/152 stages 3 and 4). ``numbered=None`` numbers only stages of more than 26
+    blocks, where letters run out.
+
+    >>> [block_label(i, 3) for i in range(3)]
+    ['a', 'b', 'c']
+    >>> [block_label(i, 23, numbered=True) for i in (0, 1, 22)]
+    ['a', 'b1', 'b22']
+    """
+    if numbered is None:
+        numbered = n_blocks > len(LETTERS)
+    if numbered:
+        return "a" if index == 0 else f"b{index}"
+    return LETTERS[index]
+
+
+def stage_labels(n_blocks, numbered=None):
+    """Return the labels of every block of a stage.
+
+    >>> stage_labels(4, numbered=True)
+    ['a', 'b1', 'b2', 'b3']
+    """
+    return [block_label(i, n_blocks, numbered) for i in range(n_blocks)]
+
+
+@dataclass(frozen=True)
+class StemNames:
+    """Names of the stem's layers.
+
+    >>> StemNames().conv, StemNames("left_").pool
+    ('conv1', 'left_pool1')
+    """
+
+    prefix: str = ""
+
+    @property
+    def conv_pad(self):
+        return f"{self.prefix}conv1_pad"
+
+    @property
+    def conv(self):
+        return f"{self.prefix}conv1"
+
+    @property
+    def bn(self):
+        return f"{self.prefix}bn_conv1"
+
+    @property
+    def relu(self):
+        return f"{self.prefix}conv1_relu"
+
+    @property
+    def pool_pad(self):
+        return f"{self.prefix}pool1_pad"
+
+    @property
+    def pool(self):
+        return f"{self.prefix}pool1"
+
+    def all(self):
+        return [self.conv_pad, self.conv, self.bn, self.relu, self.pool_pad, self.pool]
+
+
+@dataclass(frozen=True)
+class BlockNames:
+    """Names of the layers of residual block ``res{stage}{block}``.
+
+    Branch ``"1"`` is the shortcut, ``"2a"``, ``"2b"``, ``"2c"`` the residual convolutions.
+
+    >>> n = BlockNames(2, "a")
+    >>> n.conv("2a"), n.bn("2a"), n.relu("2a"), n.conv("1"), n.sum, n.out
+    ('res2a_branch2a', 'bn2a_branch2a', 'res2a_branch2a_relu', 'res2a_branch1', 'res2a', 'res2a_relu')
+    """
+
+    stage: object
+    block: str
+    prefix: str = ""
+
+    BRANCHES = ("1", "2a", "2b", "2c")
+
+    @property
+    def base(self):
+        return f"{self.stage}{self.block}"
+
+    def conv(self, branch):
+        return f"{self.prefix}res{self.base}_branch{branch}"
+
+    def bn(self, branch):
+        return f"{self.prefix}bn{self.base}_branch{branch}"
+
+    def relu(self, branch):
+        return f"{self.prefix}res{self.base}_branch{branch}_relu"
+
+    def pad(self, branch):
+        # Only convolutions that stride with a kernel wider than 1 get explicit padding.
+        return f"{self.prefix}res{self.base}_branch{branch}_pad"
+
+    @property
+    def sum(self):
+        return f"{self.prefix}res{self.base}"
+
+    @property
+    def out(self):
+        return f"{self.prefix}res{self.base}_relu"
+
+    def all(self):
+        """Every name the block may use, for collision checks before it is built."""
+        names = [self.sum, self.out]
+        for branch in self.BRANCHES:
+            names += [self.conv(branch), self.bn(branch), self.relu(branch), self.pad(branch)]
+        return names
+
+
+@dataclass(frozen=True)
+class HeadNames:
+    """Names of the classifier heads.
+
+    ``"tutorial"``: ``avg_pool``, ``dropout_01``, ``fc_01``, ``dropout_02``, ``fc_final``.
+    ``"fc"``: ``avg_pool``, ``fc{classes}`` (``fc1000`` as in Caffe for 1000 classes).
+
+    >>> HeadNames().fc(1000), HeadNames("x_").final
+    ('fc1000', 'x_fc_final')
+    """
+
+    prefix: str = ""
+
+    @property
+    def avg_pool(self):
+        return f"{self.prefix}{AVG_POOL}"
+
+    @property
+    def max_pool(self):
+        return f"{self.prefix}{MAX_POOL}"
+
+    def dropout(self, index):
+        return f"{self.prefix}dropout_{index:02d}"
+
+    def hidden(self, index):
+        return f"{self.prefix}fc_{index:02d}"
+
+    @property
+    def final(self):
+        return f"{self.prefix}fc_final"
+
+    def fc(self, classes):
+        return f"{self.prefix}fc{classes}"
+
+    def all(self, classes):
+        return [self.avg_pool, self.max_pool, self.dropout(1), self.hidden(1),
+                self.dropout(2), self.final, self.fc(classes)]
+
+
+def input_name(prefix=""):
+    """Name of the model's input layer.
+
+    >>> input_name("left_")
+    'left_input'
+    """
+    return f"{prefix}{INPUT}"
+
+
+def model_name(depth, prefix=""):
+    """Default model name: ``resnet50``, or ``left_resnet50`` with a prefix.
+
+    >>> model_name(50)
+    'resnet50'
+    """
+    return f"{prefix}resnet{depth}"

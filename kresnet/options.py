@@ -1,0 +1,83 @@
+"""Options shared by every conv/BN/ReLU that kresnet builds, and the three helpers that build them.
+
+Blocks, stems and heads all go through :class:`Options` so that a setting such as
+``use_bias`` or ``bn_momentum`` means the same thing everywhere.
+"""
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from kresnet import validation
+
+#: BatchNormalization epsilon of keras.applications (1e-5 in torchvision, 1e-3 Keras' default),
+#: so that weights moved between kresnet and keras.applications give the same outputs.
+BN_EPSILON = 1.001e-5
+#: BatchNormalization momentum of PyTorch (written 0.1 there). Keras' default 0.99 lags behind
+#: on short runs: moving statistics are not settled after a few hundred steps.
+BN_MOMENTUM = 0.9
+KERNEL_INITIALIZER = "he_normal"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Layer settings of one network.
+
+    >>> Options(use_bias=False).bn_axis in (1, -1)
+    True
+    """
+
+    use_bias: bool = True
+    bn_epsilon: float = BN_EPSILON
+    bn_momentum: float = BN_MOMENTUM
+    kernel_initializer: object = KERNEL_INITIALIZER
+    name_prefix: str = ""
+    data_format: str = None
+
+    def __post_init__(self):
+        if self.data_format is None:
+            object.__setattr__(self, "data_format", keras.config.image_data_format())
+
+    @classmethod
+    def checked(cls, use_bias=True, bn_epsilon=BN_EPSILON, bn_momentum=BN_MOMENTUM,
+                kernel_initializer=KERNEL_INITIALIZER, name_prefix=""):
+        """Build options from user arguments, raising a clear error for a bad one."""
+        return cls(
+            use_bias=validation.boolean("use_bias", use_bias),
+            bn_epsilon=validation.number("bn_epsilon", bn_epsilon, 0, 1, low_open=True),
+            bn_momentum=validation.number("bn_momentum", bn_momentum, 0, 1, high_open=True),
+            kernel_initializer=validation.kernel_initializer(kernel_initializer),
+            name_prefix=validation.name_prefix(name_prefix),
+        )
+
+    @property
+    def bn_axis(self):
+        return 1 if self.data_format == "channels_first" else -1
+
+    def conv(self, x, filters, kernel_size, strides, name, pad_name=None):
+        """Conv2D; a strided conv wider than 1x1 gets explicit symmetric zero padding.
+
+        TensorFlow's ``padding="same"`` pads a strided conv on the bottom/right only;
+        explicit padding puts the windows where Caffe, torchvision and keras.applications
+        put them, so the same weights give the same numbers.
+        """
+        kernel_size = validation.int_pair("kernel_size", kernel_size, "the kernel size")
+        strides = validation.int_pair("strides", strides, "the stride")
+        padding = "same"
+        if max(strides) > 1 and max(kernel_size) > 1:
+            pad = tuple((k // 2, k // 2) for k in kernel_size)
+            x = layers.ZeroPadding2D(pad, data_format=self.data_format, name=pad_name)(x)
+            padding = "valid"
+        return layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding, use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer, data_format=self.data_format,
+            name=name)(x)
+
+    def bn(self, x, name):
+        return layers.BatchNormalization(
+            axis=self.bn_axis, epsilon=self.bn_epsilon, momentum=self.bn_momentum, name=name)(x)
+
+    @staticmethod
+    def relu(x, name):
+        return layers.Activation("relu", name=name)(x)

@@ -1,0 +1,274 @@
+"""Argument checks, run before any layer is built.
+
+Every message names the argument, what is allowed and what was received, in the style of
+keras.applications: "`pooling` must be one of None, 'avg', 'max'. Received: pooling='sum'".
+"""
+
+import numbers
+import os
+import re
+
+import keras
+
+from kresnet import naming
+from kresnet.depths import BLOCK_TYPES, DEPTHS
+
+
+def _received(name, value):
+    return f"Received: {name}={value!r}"
+
+
+def is_int(value):
+    """True for Python and NumPy integers, False for bools (``True`` is not a size)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name, value, minimum=1):
+    """Return ``value`` as an ``int`` if it is an integer >= ``minimum``."""
+    if not is_int(value):
+        raise TypeError(f"`{name}` must be an integer >= {minimum}. {_received(name, value)}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. {_received(name, value)}")
+    return int(value)
+
+
+def number(name, value, low, high, low_open=False, high_open=False):
+    """Return ``value`` as a float if it lies in the interval; the message states it."""
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number in {interval}. {_received(name, value)}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        raise ValueError(f"`{name}` must be a number in {interval}. {_received(name, value)}")
+    return float(value)
+
+
+def boolean(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False. {_received(name, value)}")
+    return value
+
+
+def one_of(name, value, allowed):
+    """Return ``value`` if it is in ``allowed``; the message lists the allowed values."""
+    if value not in allowed or (isinstance(value, bool) and not any(a is value for a in allowed)):
+        listed = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"`{name}` must be one of {listed}. {_received(name, value)}")
+    return value
+
+
+def int_pair(name, value, what, odd=False):
+    """Return ``(a, b)`` for an int or a pair of ints that are positive (and odd if asked)."""
+    rule = f"a positive {'odd ' if odd else ''}integer or a pair of them"
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(is_int(v) for v in pair):
+        raise TypeError(f"`{name}` ({what}) must be {rule}. {_received(name, value)}")
+    if any(v < 1 or (odd and v % 2 == 0) for v in pair):
+        raise ValueError(f"`{name}` ({what}) must be {rule}. {_received(name, value)}")
+    return tuple(int(v) for v in pair)
+
+
+def kernel_size(value, name="middle_kernel_size"):
+    """A positive odd kernel size (odd so that 'same' padding is symmetric)."""
+    return int_pair(name, value, "the kernel size", odd=True)
+
+
+def strides(value, name="strides"):
+    return int_pair(name, value, "the stride", odd=False)
+
+
+def filters(value, name="filters"):
+    """Two filters (basic block) or three (bottleneck), all positive ints."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(
+            f"`{name}` must be a list of 2 (basic block) or 3 (bottleneck) positive "
+            f"integers. {_received(name, value)}")
+    if len(value) not in (2, 3):
+        raise ValueError(
+            f"`{name}` must have 2 (basic block) or 3 (bottleneck) entries, not "
+            f"{len(value)}. {_received(name, value)}")
+    return tuple(positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def stage_and_block(stage, block):
+    """``stage``: a positive int (or digits); ``block``: letters and digits, e.g. ``'b1'``."""
+    if is_int(stage):
+        positive_int("stage", stage)
+    elif not (isinstance(stage, str) and stage.isdigit()):
+        raise TypeError(f"`stage` must be a positive integer such as 2. {_received('stage', stage)}")
+    if not isinstance(block, str) or not _LABEL.match(block):
+        raise TypeError(
+            "`block` must be a non-empty string of letters and digits such as 'a' or 'b1'. "
+            f"{_received('block', block)}")
+    return stage, block
+
+
+def name_prefix(value):
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.\-]*$", value):
+        raise TypeError(
+            "`name_prefix` must be a string of letters, digits, '_', '.' or '-' (may be empty). "
+            f"{_received('name_prefix', value)}")
+    return value
+
+
+def model_name(value):
+    if value is not None and (not isinstance(value, str) or not value or "/" in value):
+        raise TypeError(f"`name` must be None or a non-empty string without '/'. "
+                        f"{_received('name', value)}")
+    return value
+
+
+def depth(value):
+    allowed = ", ".join(str(d) for d in DEPTHS)
+    if not is_int(value):
+        raise TypeError(f"`depth` must be one of {allowed} (or pass `blocks=`). "
+                        f"{_received('depth', value)}")
+    if value not in DEPTHS:
+        raise ValueError(f"`depth` must be one of {allowed} (or pass `blocks=`). "
+                         f"{_received('depth', value)}")
+    return int(value)
+
+
+def blocks(value):
+    """A custom stage list: blocks per stage, 1 to 8 stages of at least one block."""
+    if not isinstance(value, (tuple, list)) or not value:
+        raise TypeError("`blocks` must be a non-empty list of positive integers, one per stage, "
+                        f"such as (3, 4, 6, 3). {_received('blocks', value)}")
+    if len(value) > 8:
+        raise ValueError(f"`blocks` may list at most 8 stages. {_received('blocks', value)}")
+    return tuple(positive_int(f"blocks[{i}]", v) for i, v in enumerate(value))
+
+
+def block_type(value):
+    return one_of("block_type", value, BLOCK_TYPES)
+
+
+def spatial_shape(name, shape, min_size, data_format="channels_last"):
+    """Check an input shape of three entries; return it as ``(height, width, channels)``.
+
+    ``shape`` is given in ``data_format`` order. Height and width may be ``None`` (any size,
+    for fully convolutional use); given sizes must be at least ``min_size``, the total
+    downsampling of the network. Channels must be a positive int.
+    """
+    order = "(channels, height, width)" if data_format == "channels_first" else \
+        "(height, width, channels)"
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"`{name}` must be a tuple {order}. {_received(name, shape)}")
+    if len(shape) != 3:
+        raise ValueError(f"`{name}` must have 3 entries {order}, not {len(shape)}. "
+                         f"{_received(name, shape)}")
+    if data_format == "channels_first":
+        channels, height, width = shape
+    else:
+        height, width, channels = shape
+    for what, size in (("height", height), ("width", width)):
+        if size is None:
+            continue
+        if not is_int(size):
+            raise TypeError(f"`{name}`: {what} must be a positive integer or None. "
+                            f"{_received(name, shape)}")
+        if size < min_size:
+            raise ValueError(
+                f"`{name}`: {what} must be None or at least {min_size} (the network "
+                f"downsamples by {min_size}). {_received(name, shape)}")
+    if not is_int(channels) or channels < 1:
+        raise ValueError(f"`{name}`: channels must be a positive integer. "
+                         f"{_received(name, shape)}")
+    return (height, width, int(channels))
+
+
+def input_tensor(value):
+    if value is not None and not isinstance(value, keras.KerasTensor):
+        raise TypeError("`input_tensor` must be None or a Keras tensor (the output of "
+                        f"`keras.Input` or of a layer). Received: {type(value).__name__}")
+    if value is not None and len(value.shape) != 4:
+        raise ValueError("`input_tensor` must be a 4D image tensor (batch, height, width, "
+                         f"channels). Received shape: {tuple(value.shape)}")
+    return value
+
+
+def pooling(value):
+    return one_of("pooling", value, (None, "avg", "max"))
+
+
+def head(value):
+    return one_of("head", value, ("tutorial", "fc", None))
+
+
+def classifier_activation(value):
+    if value is None or callable(value):
+        return value
+    if not isinstance(value, str):
+        raise TypeError("`classifier_activation` must be None, a string or a callable. "
+                        f"{_received('classifier_activation', value)}")
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"`classifier_activation` must be a Keras activation such as "
+                         f"'softmax' or None. {_received('classifier_activation', value)}") from error
+    return value
+
+
+def kernel_initializer(value):
+    try:
+        keras.initializers.get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError("`kernel_initializer` must be a Keras initializer or its name, such "
+                         f"as 'he_normal'. {_received('kernel_initializer', value)}") from error
+    if value is None:
+        raise ValueError("`kernel_initializer` must be a Keras initializer or its name, such as "
+                         "'he_normal'. Received: kernel_initializer=None")
+    return value
+
+
+def weights(value):
+    """``None`` or the path of an existing weights file (``.weights.h5``, ``.h5``, ``.keras``)."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError("`weights` must be None or the path to a weights file. "
+                        f"{_received('weights', value)}")
+    if value == "imagenet":
+        raise ValueError(
+            "`weights` must be None or the path to a weights file; 'imagenet' weights are not "
+            "available in this version of kresnet. Received: weights='imagenet'")
+    if not os.path.isfile(value):
+        raise ValueError("`weights` must be None or the path to an existing weights file; "
+                         f"no file at {value!r}")
+    return value
+
+
+def graph_layer_names(tensors):
+    """Names of every layer upstream of ``tensors`` (Keras tensors) in their graph."""
+    names, seen = set(), set()
+    stack = list(tensors)
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if history is None or id(history.operation) in seen:
+            continue
+        operation = history.operation
+        seen.add(id(operation))
+        names.add(operation.name)
+        for node in operation._inbound_nodes:
+            stack.extend(node.input_tensors)
+    return names
+
+
+def unused_names(tensor, names, what):
+    """Raise if a name about to be given is already used upstream of ``tensor``."""
+    taken = graph_layer_names([tensor]).intersection(names)
+    if taken:
+        raise ValueError(
+            f"{what} would repeat layer name(s) already in the graph: "
+            f"{', '.join(sorted(taken))}. Pick another stage/block or a `name_prefix`.")
+
+
+def channels_of(tensor, data_format):
+    return tensor.shape[1 if data_format == "channels_first" else -1]
+
