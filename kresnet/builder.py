@@ -57,7 +57,7 @@ def plan(depth=50, blocks=None, block_type=None):
     >>> p.block_type, p.blocks, [b.label for b in p.stages[1]]
     ('bottleneck', (3, 4, 23, 3), ['a', 'b1', 'b2', 'b3'])
     >>> plan(18, blocks=(1, 1)).depth
-    10
+    6
     """
     row = DEPTHS[validation.depth(depth)]
     block_type = row.block_type if block_type is None else validation.block_type(block_type)
@@ -192,7 +192,9 @@ def _applications_resnet(depth, include_top, weights, input_tensor, input_shape,
                          weights=weights, input_tensor=input_tensor, name=name, **options)
 
 
-_SIGNATURE_DOC = """ResNet-{depth} with keras.applications' signature; head ``avg_pool`` + ``fc{{classes}}``.
+_SIGNATURE_DOC = """ResNet-{depth} with keras.applications' signature.
+
+    The head is ``avg_pool`` + ``fc{{classes}}`` (``fc1000`` by default).
 
     ``input_shape`` follows ``keras.config.image_data_format()``; without it the input is
     224x224x3 with a head and ``(None, None, 3)`` without one. ``weights``: ``None`` or a path.

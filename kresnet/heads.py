@@ -30,13 +30,13 @@ def fc_head(x, classes, activation, options):
 
 def tutorial_head(x, classes, activation, options, dropout=TUTORIAL_DROPOUT,
                   fc_units=TUTORIAL_FC_UNITS):
-    """``avg_pool``, ``dropout_01``, ``fc_01`` (Dense ``fc_units``, relu), ``dropout_02``,
-    ``fc_final`` (Dense ``classes``)."""
+    """``avg_pool``, ``dropout_fc_01``, ``fc_01`` (Dense ``fc_units``, relu),
+    ``dropout_fc_final``, ``fc_final`` (Dense ``classes``)."""
     names = HeadNames(options.name_prefix)
     x = pool(x, "avg", options)
-    x = layers.Dropout(dropout, name=names.dropout(1))(x)
-    x = layers.Dense(fc_units, activation="relu", name=names.hidden(1))(x)
-    x = layers.Dropout(dropout, name=names.dropout(2))(x)
+    x = layers.Dropout(dropout, name=names.dropout_hidden)(x)
+    x = layers.Dense(fc_units, activation="relu", name=names.hidden)(x)
+    x = layers.Dropout(dropout, name=names.dropout_final)(x)
     return layers.Dense(classes, activation=activation, name=names.final)(x)
 
 

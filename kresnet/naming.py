@@ -94,8 +94,10 @@ class BlockNames:
     Branch ``"1"`` is the shortcut, ``"2a"``, ``"2b"``, ``"2c"`` the residual convolutions.
 
     >>> n = BlockNames(2, "a")
-    >>> n.conv("2a"), n.bn("2a"), n.relu("2a"), n.conv("1"), n.sum, n.out
-    ('res2a_branch2a', 'bn2a_branch2a', 'res2a_branch2a_relu', 'res2a_branch1', 'res2a', 'res2a_relu')
+    >>> n.conv("2a"), n.bn("2a"), n.relu("2a")
+    ('res2a_branch2a', 'bn2a_branch2a', 'res2a_branch2a_relu')
+    >>> n.conv("1"), n.bn("1"), n.sum, n.out
+    ('res2a_branch1', 'bn2a_branch1', 'res2a', 'res2a_relu')
     """
 
     stage: object
@@ -141,7 +143,8 @@ class BlockNames:
 class HeadNames:
     """Names of the classifier heads.
 
-    ``"tutorial"``: ``avg_pool``, ``dropout_01``, ``fc_01``, ``dropout_02``, ``fc_final``.
+    ``"tutorial"``: ``avg_pool``, ``dropout_fc_01``, ``fc_01``, ``dropout_fc_final``,
+    ``fc_final``: each dropout is named after the Dense layer it feeds.
     ``"fc"``: ``avg_pool``, ``fc{classes}`` (``fc1000`` as in Caffe for 1000 classes).
 
     >>> HeadNames().fc(1000), HeadNames("x_").final
@@ -158,22 +161,28 @@ class HeadNames:
     def max_pool(self):
         return f"{self.prefix}{MAX_POOL}"
 
-    def dropout(self, index):
-        return f"{self.prefix}dropout_{index:02d}"
-
-    def hidden(self, index):
-        return f"{self.prefix}fc_{index:02d}"
+    @property
+    def hidden(self):
+        return f"{self.prefix}fc_01"
 
     @property
     def final(self):
         return f"{self.prefix}fc_final"
 
+    @property
+    def dropout_hidden(self):
+        return f"{self.prefix}dropout_fc_01"
+
+    @property
+    def dropout_final(self):
+        return f"{self.prefix}dropout_fc_final"
+
     def fc(self, classes):
         return f"{self.prefix}fc{classes}"
 
     def all(self, classes):
-        return [self.avg_pool, self.max_pool, self.dropout(1), self.hidden(1),
-                self.dropout(2), self.final, self.fc(classes)]
+        return [self.avg_pool, self.max_pool, self.dropout_hidden, self.hidden,
+                self.dropout_final, self.final, self.fc(classes)]
 
 
 def input_name(prefix=""):

@@ -62,8 +62,8 @@ def model_to_dot(model, show_shapes=True, show_layer_names=True, rankdir="TB", d
 
     >>> import kresnet
     >>> dot = model_to_dot(kresnet.create_resnet((64, 64, 3), 10, depth=18))
-    >>> dot.get_node('"res2a_branch2a"')[0].get("label")
-    '"res2a_branch2a  Conv2D  16x16x64"'
+    >>> dot.get_node("res2a_branch2a")[0].get("label")
+    'res2a_branch2a  Conv2D  16x16x64'
     """
     dot = pydot.Dot(graph_type="digraph", rankdir=rankdir, dpi=str(dpi), ranksep="0.18",
                     nodesep="0.3", label=model.name, labelloc="t", fontname="Helvetica",

@@ -10,7 +10,6 @@ import re
 
 import keras
 
-from kresnet import naming
 from kresnet.depths import BLOCK_TYPES, DEPTHS
 
 
@@ -99,7 +98,8 @@ def stage_and_block(stage, block):
     if is_int(stage):
         positive_int("stage", stage)
     elif not (isinstance(stage, str) and stage.isdigit()):
-        raise TypeError(f"`stage` must be a positive integer such as 2. {_received('stage', stage)}")
+        raise TypeError("`stage` must be a positive integer such as 2. "
+                        f"{_received('stage', stage)}")
     if not isinstance(block, str) or not _LABEL.match(block):
         raise TypeError(
             "`block` must be a non-empty string of letters and digits such as 'a' or 'b1'. "
@@ -208,8 +208,8 @@ def classifier_activation(value):
     try:
         keras.activations.get(value)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"`classifier_activation` must be a Keras activation such as "
-                         f"'softmax' or None. {_received('classifier_activation', value)}") from error
+        raise ValueError("`classifier_activation` must be a Keras activation such as 'softmax' "
+                         f"or None. {_received('classifier_activation', value)}") from error
     return value
 
 
@@ -245,23 +245,23 @@ def weights(value):
 
 
 def graph_layer_names(tensors):
-    """Names of every layer upstream of ``tensors`` (Keras tensors) in their graph."""
+    """Names of every layer upstream of ``tensors`` (Keras tensors): the graph they carry."""
     names, seen = set(), set()
-    stack = list(tensors)
+    stack = [t._keras_history.operation for t in tensors
+             if getattr(t, "_keras_history", None) is not None]
     while stack:
-        history = getattr(stack.pop(), "_keras_history", None)
-        if history is None or id(history.operation) in seen:
+        operation = stack.pop()
+        if id(operation) in seen:
             continue
-        operation = history.operation
         seen.add(id(operation))
         names.add(operation.name)
         for node in operation._inbound_nodes:
-            stack.extend(node.input_tensors)
+            stack.extend(t._keras_history.operation for t in node.input_tensors)
     return names
 
 
 def unused_names(tensor, names, what):
-    """Raise if a name about to be given is already used upstream of ``tensor``."""
+    """Raise if a name about to be given is already used in ``tensor``'s graph."""
     taken = graph_layer_names([tensor]).intersection(names)
     if taken:
         raise ValueError(

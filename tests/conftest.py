@@ -1,0 +1,59 @@
+"""Shared helpers: fresh-process loading, automatic-name detection, layer-creation counting."""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOADER = os.path.join(ROOT, "scripts", "load_and_predict.py")
+
+# Names Keras makes up for unnamed layers: conv2d, conv2d_3, add_17, activation, ...
+_AUTOMATIC = re.compile(
+    r"^(input_layer|conv2d|batch_normalization|activation|add|re_lu|zero_padding2d|"
+    r"max_pooling2d|average_pooling2d|global_average_pooling2d|global_max_pooling2d|dense|"
+    r"dropout|multiply|concatenate|reshape|lambda|functional)(_\d+)?$")
+
+
+def automatic_names(model):
+    return [layer.name for layer in model.layers if _AUTOMATIC.match(layer.name)]
+
+
+def load_in_fresh_process(model, tmp_path, x, stem="model"):
+    """Save ``model``, load it in a new Python without kresnet, and return (outputs, names)."""
+    path = str(tmp_path / f"{stem}.keras")
+    model.save(path)
+    np.save(tmp_path / f"{stem}_in.npy", x)
+    result = subprocess.run(
+        [sys.executable, LOADER, path, str(tmp_path / f"{stem}_in.npy"),
+         str(tmp_path / f"{stem}_out.npy")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(tmp_path / f"{stem}_out.npy"), result.stdout.split()
+
+
+@pytest.fixture
+def count_layers(monkeypatch):
+    """Count every Keras layer constructed while the test runs: ``count_layers()``."""
+    created = []
+    original = keras.layers.Layer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        created.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Layer, "__init__", counting_init)
+    return lambda: len(created)
+
+
+@pytest.fixture
+def channels_first():
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    yield
+    keras.config.set_image_data_format(previous)

@@ -1,0 +1,23 @@
+"""The README's main command works: scripts/demo.py builds, plots, saves, reloads and trains."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "parameters: 23,999,522" in result.stdout
+    assert "max |difference| = 0.00e+00" in result.stdout
+    accuracy = float(result.stdout.split("test accuracy after 4 epochs: ")[1].split("%")[0])
+    assert accuracy >= 95.0
+    assert (tmp_path / "resnet50.keras").stat().st_size > 90 * 2**20
+    if shutil.which("dot"):
+        assert (tmp_path / "resnet50.png").exists() and (tmp_path / "resnet50.svg").exists()

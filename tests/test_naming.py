@@ -1,0 +1,147 @@
+"""The Caffe naming scheme, layer by layer, for every depth."""
+
+import keras
+import pytest
+
+import kresnet
+from kresnet import naming
+from tests.conftest import automatic_names
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def caffe_blocks(stage, n, numbered):
+    labels = ["a"] + [f"b{i}" for i in range(1, n)] if numbered else list(LETTERS[:n])
+    return [f"res{stage}{label}" for label in labels]
+
+
+# The original Caffe models (KaimingHe/deep-residual-networks) for 50/101/152; 18/34 have no
+# Caffe release and use letters, as ResNet-50 does.
+EXPECTED_BLOCKS = {
+    18: caffe_blocks(2, 2, False) + caffe_blocks(3, 2, False) + caffe_blocks(4, 2, False)
+    + caffe_blocks(5, 2, False),
+    34: caffe_blocks(2, 3, False) + caffe_blocks(3, 4, False) + caffe_blocks(4, 6, False)
+    + caffe_blocks(5, 3, False),
+    50: caffe_blocks(2, 3, False) + caffe_blocks(3, 4, False) + caffe_blocks(4, 6, False)
+    + caffe_blocks(5, 3, False),
+    101: caffe_blocks(2, 3, False) + caffe_blocks(3, 4, True) + caffe_blocks(4, 23, True)
+    + caffe_blocks(5, 3, False),
+    152: caffe_blocks(2, 3, False) + caffe_blocks(3, 8, True) + caffe_blocks(4, 36, True)
+    + caffe_blocks(5, 3, False),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED_BLOCKS))
+def model(request):
+    keras.backend.clear_session()
+    return kresnet.create_resnet((64, 64, 3), 10, request.param)
+
+
+def test_block_names_follow_the_caffe_models(model):
+    depth = int(model.name.removeprefix("resnet"))
+    sums = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert sums == EXPECTED_BLOCKS[depth]
+
+
+def test_no_automatic_names_and_stem_names(model):
+    assert automatic_names(model) == []
+    assert [layer.name for layer in model.layers[:7]] == [
+        "input", "conv1_pad", "conv1", "bn_conv1", "conv1_relu", "pool1_pad", "pool1"]
+    assert len({layer.name for layer in model.layers}) == len(model.layers)
+
+
+def test_every_layer_of_a_block_has_its_caffe_name(model):
+    depth = int(model.name.removeprefix("resnet"))
+    names = {layer.name for layer in model.layers}
+    last = EXPECTED_BLOCKS[depth][-1]  # res5c or res5b
+    expected = {f"{last}_branch2a", f"bn{last[3:]}_branch2a", f"{last}_branch2a_relu",
+                f"{last}_branch2b", f"bn{last[3:]}_branch2b", last, f"{last}_relu"}
+    assert expected <= names
+    has_2c = kresnet.DEPTHS[depth].block_type == "bottleneck"
+    assert (f"{last}_branch2c" in names) == has_2c
+    assert (f"{last}_branch2b_relu" in names) == has_2c
+    # Projections only where the shape changes: first blocks of stages 3-5 (and 2 for
+    # bottlenecks, whose stage 2 widens 64 -> 256 channels).
+    projections = sorted(n for n in names if n.endswith("_branch1") and n.startswith("res"))
+    first = ["res2a_branch1"] if has_2c else []
+    assert projections == first + ["res3a_branch1", "res4a_branch1", "res5a_branch1"]
+    assert {f"bn{p[3:]}" for p in projections} <= names
+
+
+def test_caffe_landmarks():
+    assert EXPECTED_BLOCKS[101][-4] == "res4b22"
+    assert "res3b7" in EXPECTED_BLOCKS[152] and "res4b35" in EXPECTED_BLOCKS[152]
+
+
+def test_stride_sits_on_the_first_1x1_of_a_bottleneck():
+    model = kresnet.create_resnet((64, 64, 3), 10, 50)
+    assert model.get_layer("res3a_branch2a").strides == (2, 2)
+    assert model.get_layer("res3a_branch2a").kernel_size == (1, 1)
+    assert model.get_layer("res3a_branch2b").strides == (1, 1)
+    assert model.get_layer("res3a_branch1").strides == (2, 2)
+    assert model.get_layer("res2a_branch2a").strides == (1, 1)
+
+
+def test_basic_block_strides_its_first_3x3_with_explicit_padding():
+    model = kresnet.create_resnet((64, 64, 3), 10, 18)
+    conv = model.get_layer("res3a_branch2a")
+    assert (conv.kernel_size, conv.strides, conv.padding) == ((3, 3), (2, 2), "valid")
+    assert model.get_layer("res3a_branch2a_pad").padding == ((1, 1), (1, 1))
+    assert model.get_layer("res3a_branch2b").padding == "same"
+
+
+def test_custom_stage_lists_use_letters_up_to_26_blocks():
+    model = kresnet.create_resnet((32, 32, 3), 10, blocks=(26, 27), block_type="basic",
+                                  head=None)
+    sums = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert sums[:26] == [f"res2{c}" for c in LETTERS]
+    assert sums[26:] == ["res3a"] + [f"res3b{i}" for i in range(1, 27)]
+    assert model.name == "resnet108"
+
+
+def test_name_prefix_lets_two_resnets_share_one_graph():
+    inputs = keras.Input((64, 64, 3), name="image")
+    left = kresnet.create_resnet(input_tensor=inputs, depth=18, head=None, pooling="avg",
+                                 name_prefix="left_")
+    right = kresnet.create_resnet(input_tensor=inputs, depth=18, head=None, pooling="max",
+                                  name_prefix="right_")
+    both = keras.layers.Concatenate(name="both")([left.output, right.output])
+    model = keras.Model(inputs, both)
+    names = [layer.name for layer in model.layers]
+    assert len(set(names)) == len(names)
+    assert all(n.startswith(("left_", "right_")) for n in names if n not in ("image", "both"))
+    assert "left_res2a_branch2a" in names and "right_bn5b_branch2b" in names
+    assert (left.name, right.name) == ("left_resnet18", "right_resnet18")
+    assert model.output_shape == (None, 1024)
+
+
+def test_a_repeated_name_upstream_is_refused_before_building(count_layers):
+    inputs = keras.Input((64, 64, 3))
+    first = kresnet.create_resnet(input_tensor=inputs, depth=18, blocks=(1,), head=None)
+    before = count_layers()
+    with pytest.raises(ValueError, match="repeat layer name.*conv1"):
+        kresnet.create_resnet(input_tensor=first.output, depth=18, blocks=(1,), head=None)
+    assert count_layers() == before
+    second = kresnet.create_resnet(input_tensor=first.output, blocks=(1,), head=None,
+                                   name_prefix="top_")
+    assert second.get_layer("top_res2a").name == "top_res2a"
+
+
+def test_a_repeated_block_is_refused_before_building(count_layers):
+    x = keras.Input((16, 16, 32))
+    y = kresnet.identity_block(x, 3, [8, 8, 32], stage=2, block="b")
+    before = count_layers()
+    with pytest.raises(ValueError, match=r"stage=2 block='b'.*res2b"):
+        kresnet.identity_block(y, 3, [8, 8, 32], stage=2, block="b")
+    assert count_layers() == before
+
+
+def test_naming_functions():
+    assert naming.stage_labels(3) == ["a", "b", "c"]
+    assert naming.stage_labels(3, numbered=True) == ["a", "b1", "b2"]
+    assert naming.stage_labels(28)[-1] == "b27"
+    names = naming.BlockNames(4, "b22", "x_")
+    assert (names.conv("2c"), names.bn("1"), names.out) == (
+        "x_res4b22_branch2c", "x_bn4b22_branch1", "x_res4b22_relu")
+    assert naming.StemNames().all() == ["conv1_pad", "conv1", "bn_conv1", "conv1_relu",
+                                        "pool1_pad", "pool1"]
