@@ -10,17 +10,20 @@ from kresnet.blocks import conv_block, identity_block
 from kresnet.builder import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, create_resnet, plan
 from kresnet.depths import DEPTHS
 from kresnet.plotting import plot_model
+from kresnet.presets import PRESETS, build
 from kresnet.stems import do_first_conv
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEPTHS",
+    "PRESETS",
     "ResNet18",
     "ResNet34",
     "ResNet50",
     "ResNet101",
     "ResNet152",
+    "build",
     "conv_block",
     "create_resnet",
     "do_first_conv",

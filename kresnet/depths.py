@@ -5,6 +5,7 @@ reads :data:`DEPTHS`; nothing else repeats these numbers.
 """
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 #: Width of the first stage; every later stage doubles it.
 BASE_WIDTH = 64
@@ -22,7 +23,9 @@ class Depth:
 
     ``params_bias``: parameters with biases on every conv and a 1000-class ``fc1000``
     head at 224x224 (the keras.applications convention).
-    ``params_no_bias``: the same without conv biases (torchvision's published counts).
+    ``params_no_bias``: trainable parameters without conv biases (torchvision's published
+    counts; batch-norm moving statistics are not trainable and not counted).
+    ``None`` where no published count exists.
     """
 
     depth: int
@@ -34,7 +37,7 @@ class Depth:
     source: str
 
 
-DEPTHS = {
+DEPTHS = MappingProxyType({
     row.depth: row
     for row in (
         Depth(18, "basic", (2, 2, 2, 2), (), 11_703_912, 11_689_512,
@@ -47,22 +50,38 @@ DEPTHS = {
               "keras.applications.ResNet101 (bias); torchvision resnet101 (no bias)"),
         Depth(152, "bottleneck", (3, 8, 36, 3), (3, 4), 60_419_944, 60_192_808,
               "keras.applications.ResNet152 (bias); torchvision resnet152 (no bias)"),
+        Depth(200, "bottleneck", (3, 24, 36, 3), (3, 4), None, None,
+              "He et al. 2016 (Identity Mappings); no keras/torchvision count to cite"),
     )
-}
+})
 
 BLOCK_TYPES = tuple(LAYERS_PER_BLOCK)
 
 
-def stage_filters(stage, block_type, base_width=BASE_WIDTH):
-    """Filters of every block in ``stage`` (2, 3, ...): two for basic, three for bottleneck.
+def stage_widths(n_stages, base_width=BASE_WIDTH):
+    """Default widths: ``base_width`` for the first stage, doubling at every later one.
 
-    >>> stage_filters(2, "bottleneck"), stage_filters(5, "basic")
-    ((64, 64, 256), (512, 512))
+    >>> stage_widths(4), stage_widths(3, 16)
+    ((64, 128, 256, 512), (16, 32, 64))
     """
-    width = base_width * 2 ** (stage - FIRST_STAGE)
+    return tuple(base_width * 2 ** i for i in range(n_stages))
+
+
+def block_filters(width, block_type, groups=1, width_per_group=BASE_WIDTH):
+    """Filters of the blocks of a stage of ``width``: two for basic, three for bottleneck.
+
+    A bottleneck's middle width is ``width * width_per_group / 64 * groups`` (torchvision's
+    rule for ResNeXt and wide ResNets); its output is ``4 * width``.
+
+    >>> block_filters(64, "bottleneck"), block_filters(512, "basic")
+    ((64, 64, 256), (512, 512))
+    >>> block_filters(64, "bottleneck", groups=32, width_per_group=4)
+    (128, 128, 256)
+    """
     if block_type == "basic":
         return (width, width)
-    return (width, width, width * BOTTLENECK_EXPANSION)
+    middle = int(width * width_per_group / BASE_WIDTH) * groups
+    return (middle, middle, width * BOTTLENECK_EXPANSION)
 
 
 def depth_of(blocks, block_type):

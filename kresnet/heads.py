@@ -24,8 +24,7 @@ def pool(x, pooling, options):
 def fc_head(x, classes, activation, options):
     """Global average pooling and one Dense layer ``fc{classes}`` (``fc1000`` in Caffe)."""
     x = pool(x, "avg", options)
-    return layers.Dense(classes, activation=activation,
-                        name=HeadNames(options.name_prefix).fc(classes))(x)
+    return options.dense(x, classes, activation, HeadNames(options.name_prefix).fc(classes))
 
 
 def tutorial_head(x, classes, activation, options, dropout=TUTORIAL_DROPOUT,
@@ -35,9 +34,9 @@ def tutorial_head(x, classes, activation, options, dropout=TUTORIAL_DROPOUT,
     names = HeadNames(options.name_prefix)
     x = pool(x, "avg", options)
     x = layers.Dropout(dropout, name=names.dropout_hidden)(x)
-    x = layers.Dense(fc_units, activation="relu", name=names.hidden)(x)
+    x = options.dense(x, fc_units, "relu", names.hidden)
     x = layers.Dropout(dropout, name=names.dropout_final)(x)
-    return layers.Dense(classes, activation=activation, name=names.final)(x)
+    return options.dense(x, classes, activation, names.final)
 
 
 def build_head(x, head, classes, activation, pooling, options, dropout=TUTORIAL_DROPOUT,

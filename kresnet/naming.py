@@ -53,27 +53,26 @@ def stage_labels(n_blocks, numbered=None):
 class StemNames:
     """Names of the stem's layers.
 
-    >>> StemNames().conv, StemNames("left_").pool
-    ('conv1', 'left_pool1')
+    The classic and CIFAR stems have one conv, ``conv1``; the deep stem (ResNet-C) has three,
+    ``conv1a``, ``conv1b``, ``conv1c``: pass the letter as ``part``.
+
+    >>> StemNames().conv(), StemNames().bn("b"), StemNames("left_").pool
+    ('conv1', 'bn_conv1b', 'left_pool1')
     """
 
     prefix: str = ""
 
-    @property
-    def conv_pad(self):
-        return f"{self.prefix}conv1_pad"
+    def conv(self, part=""):
+        return f"{self.prefix}conv1{part}"
 
-    @property
-    def conv(self):
-        return f"{self.prefix}conv1"
+    def conv_pad(self, part=""):
+        return f"{self.prefix}conv1{part}_pad"
 
-    @property
-    def bn(self):
-        return f"{self.prefix}bn_conv1"
+    def bn(self, part=""):
+        return f"{self.prefix}bn_conv1{part}"
 
-    @property
-    def relu(self):
-        return f"{self.prefix}conv1_relu"
+    def relu(self, part=""):
+        return f"{self.prefix}conv1{part}_relu"
 
     @property
     def pool_pad(self):
@@ -83,8 +82,20 @@ class StemNames:
     def pool(self):
         return f"{self.prefix}pool1"
 
+    @property
+    def post_bn(self):
+        """Pre-activation nets end their last stage with one BN and ReLU."""
+        return f"{self.prefix}bn_post"
+
+    @property
+    def post_relu(self):
+        return f"{self.prefix}post_relu"
+
     def all(self):
-        return [self.conv_pad, self.conv, self.bn, self.relu, self.pool_pad, self.pool]
+        names = [self.pool_pad, self.pool, self.post_bn, self.post_relu]
+        for part in ("", "a", "b", "c"):
+            names += [self.conv_pad(part), self.conv(part), self.bn(part), self.relu(part)]
+        return names
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,24 @@ class BlockNames:
         # Only convolutions that stride with a kernel wider than 1 get explicit padding.
         return f"{self.prefix}res{self.base}_branch{branch}_pad"
 
+    def shortcut(self, role):
+        """Parameter-free shortcut layers: ``pool`` (subsampling or ResNet-D's average
+        pooling), and for option A's zero channels ``permute``, ``zeros``, ``unpermute``."""
+        return f"{self.prefix}res{self.base}_branch1_{role}"
+
+    @property
+    def preact_bn(self):
+        """Pre-activation blocks (ResNet v2) start with BN and ReLU on their input."""
+        return f"{self.prefix}bn{self.base}_preact"
+
+    @property
+    def preact_relu(self):
+        return f"{self.prefix}res{self.base}_preact_relu"
+
+    def se(self, role):
+        """Squeeze-and-excitation: ``pool``, ``squeeze``, ``excite``, ``scale``."""
+        return f"{self.prefix}res{self.base}_se_{role}"
+
     @property
     def sum(self):
         return f"{self.prefix}res{self.base}"
@@ -133,7 +162,9 @@ class BlockNames:
 
     def all(self):
         """Every name the block may use, for collision checks before it is built."""
-        names = [self.sum, self.out]
+        names = [self.sum, self.out, self.preact_bn, self.preact_relu]
+        names += [self.shortcut(r) for r in ("pool", "permute", "zeros", "unpermute")]
+        names += [self.se(r) for r in ("pool", "squeeze", "excite", "scale")]
         for branch in self.BRANCHES:
             names += [self.conv(branch), self.bn(branch), self.relu(branch), self.pad(branch)]
         return names
@@ -201,3 +232,26 @@ def model_name(depth, prefix=""):
     'resnet50'
     """
     return f"{prefix}resnet{depth}"
+
+
+def keras_applications_names(stage_labels, preact=False, prefix=""):
+    """Map kresnet layer names to keras.applications' (``ResNet50``, ``ResNet50V2``, ...).
+
+    ``stage_labels``: the block labels of each stage, from stage 2 on. keras.applications
+    numbers blocks from 1 (``conv4_block23``) where Caffe labels them (``res4b22``).
+
+    >>> names = keras_applications_names([["a", "b", "c"]])
+    >>> names["res2a_branch2a"], names["bn2c_branch1"], names["fc1000"]
+    ('conv2_block1_1_conv', 'conv2_block3_0_bn', 'predictions')
+    """
+    stem = StemNames(prefix)
+    mapping = {stem.conv(): "conv1_conv", stem.bn(): "conv1_bn", stem.post_bn: "post_bn",
+               HeadNames(prefix).fc(1000): "predictions"}
+    for stage, labels in enumerate(stage_labels, start=2):
+        for index, label in enumerate(labels, start=1):
+            ours, theirs = BlockNames(stage, label, prefix), f"conv{stage}_block{index}"
+            mapping[ours.preact_bn] = f"{theirs}_preact_bn"
+            for branch, number in zip(BlockNames.BRANCHES, "0123"):
+                mapping[ours.conv(branch)] = f"{theirs}_{number}_conv"
+                mapping[ours.bn(branch)] = f"{theirs}_{number}_bn"
+    return mapping

@@ -33,6 +33,7 @@ class Options:
     bn_momentum: float = BN_MOMENTUM
     kernel_initializer: object = KERNEL_INITIALIZER
     name_prefix: str = ""
+    weight_decay: float = 0.0
     data_format: str = None
 
     def __post_init__(self):
@@ -41,7 +42,7 @@ class Options:
 
     @classmethod
     def checked(cls, use_bias=True, bn_epsilon=BN_EPSILON, bn_momentum=BN_MOMENTUM,
-                kernel_initializer=KERNEL_INITIALIZER, name_prefix=""):
+                kernel_initializer=KERNEL_INITIALIZER, name_prefix="", weight_decay=0.0):
         """Build options from user arguments, raising a clear error for a bad one."""
         return cls(
             use_bias=validation.boolean("use_bias", use_bias),
@@ -49,13 +50,22 @@ class Options:
             bn_momentum=validation.number("bn_momentum", bn_momentum, 0, 1, high_open=True),
             kernel_initializer=validation.kernel_initializer(kernel_initializer),
             name_prefix=validation.name_prefix(name_prefix),
+            weight_decay=validation.number("weight_decay", weight_decay, 0, 1),
         )
+
+    def regularizer(self):
+        """L2 of ``weight_decay / 2``: its gradient is ``weight_decay * w``, the weight decay
+        of Caffe, PyTorch and the paper (1e-4), so their values can be used as they are."""
+        if not self.weight_decay:
+            return None
+        return keras.regularizers.L2(self.weight_decay / 2)
 
     @property
     def bn_axis(self):
         return 1 if self.data_format == "channels_first" else -1
 
-    def conv(self, x, filters, kernel_size, strides, name, pad_name=None):
+    def conv(self, x, filters, kernel_size, strides, name, pad_name=None, groups=1,
+             use_bias=None, activation=None):
         """Conv2D; a strided conv wider than 1x1 gets explicit symmetric zero padding.
 
         TensorFlow's ``padding="same"`` pads a strided conv on the bottom/right only;
@@ -70,13 +80,19 @@ class Options:
             x = layers.ZeroPadding2D(pad, data_format=self.data_format, name=pad_name)(x)
             padding = "valid"
         return layers.Conv2D(
-            filters, kernel_size, strides=strides, padding=padding, use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer, data_format=self.data_format,
-            name=name)(x)
+            filters, kernel_size, strides=strides, padding=padding, groups=groups,
+            activation=activation, use_bias=self.use_bias if use_bias is None else use_bias,
+            kernel_initializer=self.kernel_initializer, kernel_regularizer=self.regularizer(),
+            data_format=self.data_format, name=name)(x)
 
-    def bn(self, x, name):
+    def bn(self, x, name, zero_gamma=False):
         return layers.BatchNormalization(
-            axis=self.bn_axis, epsilon=self.bn_epsilon, momentum=self.bn_momentum, name=name)(x)
+            axis=self.bn_axis, epsilon=self.bn_epsilon, momentum=self.bn_momentum,
+            gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
+
+    def dense(self, x, units, activation, name):
+        return layers.Dense(units, activation=activation, kernel_regularizer=self.regularizer(),
+                            name=name)(x)
 
     @staticmethod
     def relu(x, name):

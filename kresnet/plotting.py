@@ -14,6 +14,7 @@ import pydot
 #: Graphviz' cairo renderer refuses larger bitmaps and scales the drawing down.
 MAX_PIXELS = 32767
 FORMATS = ("png", "svg", "pdf", "dot")
+RANKDIRS = ("TB", "LR", "BT", "RL")
 
 _COLOURS = {
     "Conv2D": "#cfe2f3",
@@ -101,6 +102,9 @@ def plot_model(model, path, show_shapes=True, show_layer_names=True, rankdir="TB
     if extension not in FORMATS:
         raise ValueError(f"`path` must end in one of {', '.join('.' + f for f in FORMATS)}. "
                          f"Received: path={path!r}")
+    if rankdir not in RANKDIRS:
+        raise ValueError(f"`rankdir` must be one of {', '.join(RANKDIRS)}. "
+                         f"Received: rankdir={rankdir!r}")
     if extension != "dot" and shutil.which("dot") is None:
         raise RuntimeError("plot_model needs Graphviz' `dot` program: install Graphviz "
                            "(for example `apt-get install graphviz`).")
@@ -108,6 +112,10 @@ def plot_model(model, path, show_shapes=True, show_layer_names=True, rankdir="TB
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".{os.path.basename(path)}.part")
-    dot.write(temporary, format="raw" if extension == "dot" else extension)
-    os.replace(temporary, path)
+    try:
+        dot.write(temporary, format="raw" if extension == "dot" else extension)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     return path

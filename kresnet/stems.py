@@ -1,4 +1,13 @@
-"""The stem: what turns the image into the first stage's input."""
+"""The stems: what turns the image into the first stage's input.
+
+- ``"classic"``: 7x7/2 conv, BN, ReLU, 3x3/2 max pooling (He et al. 2015).
+- ``"deep"``: three 3x3 convs, the first with stride 2, then 3x3/2 max pooling
+  (ResNet-C of He et al. 2019, "Bag of Tricks"); widths 32, 32, 64 by default.
+- ``"cifar"``: one 3x3/1 conv, BN, ReLU and no pooling (He et al. 2015, section 4.2).
+
+In pre-activation networks the stem's last conv is followed by neither BN nor ReLU: the
+first block's pre-activation does that.
+"""
 
 from keras import layers
 
@@ -6,38 +15,66 @@ from kresnet import validation
 from kresnet.naming import StemNames
 from kresnet.options import BN_EPSILON, BN_MOMENTUM, KERNEL_INITIALIZER, Options
 
-#: Downsampling of the classic stem (7x7/2 conv, then 3x3/2 max pooling).
-CLASSIC_STRIDE = 4
+STEMS = ("classic", "deep", "cifar")
+#: Default widths: one conv for classic and cifar, three for deep.
+STEM_WIDTHS = {"classic": 64, "deep": (32, 32, 64), "cifar": 16}
+#: Downsampling of each stem.
+STEM_STRIDES = {"classic": 4, "deep": 4, "cifar": 1}
 
 
-def classic_stem(x, options, filters=64):
-    """7x7/2 conv, BN, ReLU, 3x3/2 max pooling, each stride with explicit padding."""
-    names = StemNames(options.name_prefix)
-    x = options.conv(x, filters, 7, 2, names.conv, pad_name=names.conv_pad)
-    x = options.bn(x, names.bn)
-    x = options.relu(x, names.relu)
+def check_stem(stem, stem_width):
+    """Return ``(stem, widths)`` with widths as a tuple, refusing what does not fit."""
+    validation.one_of("stem", stem, STEMS)
+    if stem_width is None:
+        stem_width = STEM_WIDTHS[stem]
+    count = 3 if stem == "deep" else 1
+    widths = tuple(stem_width) if isinstance(stem_width, (tuple, list)) else (stem_width,)
+    if len(widths) != count:
+        raise ValueError(f"`stem_width` for `stem`={stem!r} must be {count} positive "
+                         f"integer{'s' if count > 1 else ''}. Received: stem_width={stem_width!r}")
+    return stem, tuple(validation.positive_int("stem_width", w) for w in widths)
+
+
+def _pool(x, names, options):
     x = layers.ZeroPadding2D(1, data_format=options.data_format, name=names.pool_pad)(x)
     return layers.MaxPooling2D(3, strides=2, data_format=options.data_format,
                                name=names.pool)(x)
 
 
+def build_stem(x, stem, widths, options, preact=False):
+    """Build a checked stem (see the module docstring) on ``x``."""
+    names = StemNames(options.name_prefix)
+    parts = ("a", "b", "c") if stem == "deep" else ("",)
+    kernel, first_stride = (7, 2) if stem == "classic" else (3, 2 if stem == "deep" else 1)
+    for i, (part, width) in enumerate(zip(parts, widths)):
+        x = options.conv(x, width, kernel, first_stride if i == 0 else 1, names.conv(part),
+                         pad_name=names.conv_pad(part))
+        if preact and i == len(parts) - 1:
+            break
+        x = options.relu(options.bn(x, names.bn(part)), names.relu(part))
+    return x if stem == "cifar" else _pool(x, names, options)
+
+
 def do_first_conv(input_tensor, *, filters=64, use_bias=True, bn_epsilon=BN_EPSILON,
                   bn_momentum=BN_MOMENTUM, kernel_initializer=KERNEL_INITIALIZER,
-                  name_prefix=""):
+                  name_prefix="", weight_decay=0.0, stem="classic", stem_width=None):
     """The classic stem: pad 3, 7x7/2 conv of 64 filters, BN, ReLU, pad 1, 3x3/2 max pooling.
 
     Layers: ``conv1_pad``, ``conv1``, ``bn_conv1``, ``conv1_relu``, ``pool1_pad``, ``pool1``.
-    The output is 4 times smaller than the input in height and width.
+    The output is 4 times smaller than the input in height and width. ``stem="deep"`` or
+    ``"cifar"`` builds the other stems; ``stem_width`` (or ``filters``) sets their widths.
 
     >>> import keras
     >>> y = do_first_conv(keras.Input((224, 224, 3)))
     >>> tuple(y.shape)
     (None, 56, 56, 64)
     """
-    filters = validation.positive_int("filters", filters)
+    if stem_width is None and stem == "classic":
+        stem_width = validation.positive_int("filters", filters)
+    stem, widths = check_stem(stem, stem_width)
     options = Options.checked(use_bias, bn_epsilon, bn_momentum, kernel_initializer,
-                              name_prefix)
+                              name_prefix, weight_decay)
     if validation.input_tensor(input_tensor) is None:
         raise TypeError("`input_tensor` must be a Keras tensor, not None.")
     validation.unused_names(input_tensor, StemNames(options.name_prefix).all(), "The stem")
-    return classic_stem(input_tensor, options, filters)
+    return build_stem(input_tensor, stem, widths, options)

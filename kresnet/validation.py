@@ -116,20 +116,22 @@ def name_prefix(value):
 
 
 def model_name(value):
-    if value is not None and (not isinstance(value, str) or not value or "/" in value):
+    if value is not None and not isinstance(value, str):
         raise TypeError(f"`name` must be None or a non-empty string without '/'. "
                         f"{_received('name', value)}")
+    if value is not None and (not value or "/" in value):
+        raise ValueError(f"`name` must be None or a non-empty string without '/'. "
+                         f"{_received('name', value)}")
     return value
 
 
 def depth(value):
+    """A row of the table (it also supplies the block type of a custom ``blocks`` list)."""
     allowed = ", ".join(str(d) for d in DEPTHS)
     if not is_int(value):
-        raise TypeError(f"`depth` must be one of {allowed} (or pass `blocks=`). "
-                        f"{_received('depth', value)}")
+        raise TypeError(f"`depth` must be one of {allowed}. {_received('depth', value)}")
     if value not in DEPTHS:
-        raise ValueError(f"`depth` must be one of {allowed} (or pass `blocks=`). "
-                         f"{_received('depth', value)}")
+        raise ValueError(f"`depth` must be one of {allowed}. {_received('depth', value)}")
     return int(value)
 
 
@@ -175,7 +177,10 @@ def spatial_shape(name, shape, min_size, data_format="channels_last"):
             raise ValueError(
                 f"`{name}`: {what} must be None or at least {min_size} (the network "
                 f"downsamples by {min_size}). {_received(name, shape)}")
-    if not is_int(channels) or channels < 1:
+    if not is_int(channels):
+        raise TypeError(f"`{name}`: channels must be a positive integer. "
+                        f"{_received(name, shape)}")
+    if channels < 1:
         raise ValueError(f"`{name}`: channels must be a positive integer. "
                          f"{_received(name, shape)}")
     return (height, width, int(channels))

@@ -1,7 +1,8 @@
-"""Load a .keras file the way a stranger would and predict: no kresnet import, safe_mode on.
+"""Load .keras files the way a stranger would and predict: no kresnet import, safe_mode on.
 
-Usage: python scripts/load_and_predict.py MODEL.keras INPUT.npy OUTPUT.npy
-Writes the predictions (training=False) and prints the layer names, one per line.
+Usage: python scripts/load_and_predict.py MODEL.keras [MODEL.keras ...]
+For each file reads MODEL.keras.in.npy, writes the predictions (training=False) to
+MODEL.keras.out.npy and the layer names, one per line, to MODEL.keras.names.txt.
 """
 
 import sys
@@ -10,12 +11,15 @@ import keras
 import numpy as np
 
 
-def main(model_path, input_path, output_path):
-    model = keras.saving.load_model(model_path, safe_mode=True)
-    assert "kresnet" not in sys.modules, "kresnet was imported while loading"
-    np.save(output_path, np.asarray(model(np.load(input_path), training=False)))
-    print("\n".join(layer.name for layer in model.layers))
+def main(paths):
+    for path in paths:
+        model = keras.saving.load_model(path, safe_mode=True)
+        assert "kresnet" not in sys.modules, "kresnet was imported while loading"
+        np.save(f"{path}.out.npy", np.asarray(model(np.load(f"{path}.in.npy"), training=False)))
+        with open(f"{path}.names.txt", "w", encoding="utf-8") as names:
+            names.write("\n".join(layer.name for layer in model.layers))
+        keras.backend.clear_session()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(sys.argv[1:])

@@ -23,18 +23,26 @@ def automatic_names(model):
     return [layer.name for layer in model.layers if _AUTOMATIC.match(layer.name)]
 
 
-def load_in_fresh_process(model, tmp_path, x, stem="model"):
-    """Save ``model``, load it in a new Python without kresnet, and return (outputs, names)."""
-    path = str(tmp_path / f"{stem}.keras")
-    model.save(path)
-    np.save(tmp_path / f"{stem}_in.npy", x)
-    result = subprocess.run(
-        [sys.executable, LOADER, path, str(tmp_path / f"{stem}_in.npy"),
-         str(tmp_path / f"{stem}_out.npy")],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+def load_in_fresh_process(models, tmp_path, inputs):
+    """Save each model, load them all in one new Python without kresnet, safe_mode on.
+
+    Returns, per model, (outputs on its input, layer names) as the loading process saw them.
+    """
+    paths = []
+    for i, (model, x) in enumerate(zip(models, inputs)):
+        path = str(tmp_path / f"{i:02d}_{model.name}.keras")
+        model.save(path)
+        np.save(f"{path}.in.npy", x)
+        paths.append(path)
+    result = subprocess.run([sys.executable, LOADER, *paths], capture_output=True, text=True,
+                            timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(tmp_path / f"{stem}_out.npy"), result.stdout.split()
+    return [(np.load(f"{p}.out.npy"), open(f"{p}.names.txt", encoding="utf-8").read().split())
+            for p in paths]
+
+
+def load_one_in_fresh_process(model, tmp_path, x):
+    return load_in_fresh_process([model], tmp_path, [x])[0]
 
 
 @pytest.fixture

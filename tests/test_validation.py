@@ -18,7 +18,7 @@ BAD_CREATE = [
     (dict(in_shape=(64, -5, 3)), ValueError, "`in_shape`: width"),
     (dict(in_shape=(31, 64, 3)), ValueError, "at least 32"),
     (dict(in_shape=(64, 64, 0)), ValueError, "`in_shape`: channels"),
-    (dict(in_shape=(64, 64, None)), ValueError, "`in_shape`: channels"),
+    (dict(in_shape=(64, 64, None)), TypeError, "`in_shape`: channels"),
     (dict(n_classes=0), ValueError, "`n_classes` must be an integer >= 1"),
     (dict(n_classes=2.5), TypeError, "`n_classes`"),
     (dict(blocks=()), TypeError, "`blocks`"),
@@ -42,7 +42,8 @@ BAD_CREATE = [
     (dict(bn_momentum=1.0), ValueError, "`bn_momentum`"),
     (dict(kernel_initializer="nonsense"), ValueError, "`kernel_initializer`"),
     (dict(name_prefix="a b"), TypeError, "`name_prefix`"),
-    (dict(name=""), TypeError, "`name`"),
+    (dict(name=""), ValueError, "`name`"),
+    (dict(name=5), TypeError, "`name`"),
 ]
 
 

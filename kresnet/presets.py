@@ -1,0 +1,128 @@
+"""Named presets: every ResNet variant people cite, as a setting of :func:`create_resnet`.
+
+:data:`PRESETS` maps a name to a :class:`Preset`: its ``create_resnet`` options, its natural
+input size and class count, and the published parameter count it must have (``None`` where
+no exact figure is published) with the source of that figure. :func:`build` builds one with
+keras.applications' argument conventions.
+"""
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from kresnet import validation
+from kresnet.builder import APPLICATIONS_OPTIONS, applications_call, check_options
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One named configuration. ``params``: parameters at ``input_size`` with the
+    ``classes``-way ``fc`` head, as published in ``source``: trainable ones, or all of them
+    (``model.count_params()``, batch-norm statistics included) where ``counted`` is
+    ``"total"``, as keras.applications reports them."""
+
+    name: str
+    depth: int
+    description: str
+    params: int = None
+    source: str = ""
+    input_size: int = 224
+    classes: int = 1000
+    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    counted: str = "trainable"
+
+
+_TORCHVISION = "torchvision.models weights meta num_params"
+_PYTORCHCV = "osmr/imgclsmob (pytorchcv) model tests"
+_KERAS = "keras.applications count_params()"
+_RESNET_D = "fast.ai xresnet docs and pytorchcv resneta*b (the 'd' average pooling adds none)"
+_NO_BIAS = {"use_bias": False}
+_V1_5 = {"use_bias": False, "stride_on": "3x3"}
+_V2 = {"preact": True, "stride_block": "last", "stride_on": "3x3", "use_bias": True}
+_V2_PAPER = {"preact": True, "stride_on": "3x3", "use_bias": False}
+_C = {**_V1_5, "stem": "deep"}
+_D = {**_C, "shortcut": "avg"}
+_CIFAR = {"block_type": "basic", "widths": (16, 32, 64), "stem": "cifar", "shortcut": "A",
+          "use_bias": False}
+
+_ROWS = [
+    # name, depth, description, params, source, options
+    ("resnet18", 18, "He et al. 2015, basic blocks", 11_689_512, _TORCHVISION, _NO_BIAS),
+    ("resnet34", 34, "He et al. 2015, basic blocks", 21_797_672, _TORCHVISION, _NO_BIAS),
+    ("resnet50", 50, "He et al. 2015 / Caffe: stride on the first 1x1, no conv bias",
+     25_557_032, _TORCHVISION, _NO_BIAS),
+    ("resnet101", 101, "He et al. 2015 / Caffe", 44_549_160, _TORCHVISION, _NO_BIAS),
+    ("resnet152", 152, "He et al. 2015 / Caffe", 60_192_808, _TORCHVISION, _NO_BIAS),
+    ("resnet200", 200, "He et al. 2016's depth 200, post-activation blocks", 64_673_832,
+     _PYTORCHCV, _NO_BIAS),
+    ("resnet50_v1_5", 50, "torchvision 'v1.5': stride on the 3x3 conv", 25_557_032,
+     _TORCHVISION, _V1_5),
+    ("resnet101_v1_5", 101, "torchvision 'v1.5'", 44_549_160, _TORCHVISION, _V1_5),
+    ("resnet152_v1_5", 152, "torchvision 'v1.5'", 60_192_808, _TORCHVISION, _V1_5),
+    ("resnet50b", 50, "Bag of Tricks ResNet-B: stride on the 3x3 conv", 25_557_032,
+     _TORCHVISION, _V1_5),
+    ("resnet50c", 50, "ResNet-B + C: deep 3x3 stem (32, 32, 64)", 25_576_264, _RESNET_D, _C),
+    ("resnet50d", 50, "ResNet-B + C + D: average-pooled projection shortcuts", 25_576_264,
+     _RESNET_D, _D),
+    ("resnet101d", 101, "ResNet-D", 44_568_392, _RESNET_D, _D),
+    ("resnet152d", 152, "ResNet-D", 60_212_040, _RESNET_D, _D),
+    ("resnet50v2", 50, "keras.applications ResNet50V2 (pre-activation)", 25_613_800, _KERAS,
+     _V2),
+    ("resnet101v2", 101, "keras.applications ResNet101V2", 44_675_560, _KERAS, _V2),
+    ("resnet152v2", 152, "keras.applications ResNet152V2", 60_380_648, _KERAS, _V2),
+    ("resnet50v2_paper", 50, "He et al. 2016 pre-activation, stride in the first block",
+     None, "", _V2_PAPER),
+    ("resnet101v2_paper", 101, "He et al. 2016 pre-activation", None, "", _V2_PAPER),
+    ("resnet152v2_paper", 152, "He et al. 2016 pre-activation", None, "", _V2_PAPER),
+    ("resnext50_32x4d", 50, "Xie et al. 2017, 32 groups of 4 channels", 25_028_904,
+     _TORCHVISION, {**_V1_5, "groups": 32, "width_per_group": 4}),
+    ("resnext101_32x8d", 101, "Xie et al. 2017, 32 groups of 8 channels", 88_791_336,
+     _TORCHVISION, {**_V1_5, "groups": 32, "width_per_group": 8}),
+    ("wide_resnet50_2", 50, "Zagoruyko & Komodakis 2016 via torchvision: 2x wide middle",
+     68_883_240, _TORCHVISION, {**_V1_5, "width_per_group": 128}),
+    ("wide_resnet101_2", 101, "2x wide middle", 126_886_696, _TORCHVISION,
+     {**_V1_5, "width_per_group": 128}),
+    ("seresnet50", 50, "Hu et al. 2018: squeeze-and-excitation, ratio 1/16", 28_088_024,
+     _PYTORCHCV, {**_NO_BIAS, "se_ratio": 1 / 16}),
+]
+_CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962}
+for _depth, _params in _CIFAR_PARAMS.items():
+    _n = (_depth - 2) // 6
+    # Depth 18 only supplies the basic block type; blocks and widths override the rest.
+    _ROWS.append((f"resnet{_depth}", 18, f"He et al. 2015 section 4.2 CIFAR net, 3 stages of "
+                  f"{_n} basic blocks, shortcut A", _params,
+                  "He et al. 2015 Table 6 (0.27M ... 1.7M); exact: this count",
+                  {**_CIFAR, "blocks": (_n, _n, _n)}))
+
+PRESETS = MappingProxyType({
+    name: Preset(name, depth, description, params, source,
+                 input_size=32 if options.get("stem") == "cifar" else 224,
+                 classes=10 if options.get("stem") == "cifar" else 1000,
+                 options=MappingProxyType(dict(options)),
+                 counted="total" if source == _KERAS else "trainable")
+    for name, depth, description, params, source, options in _ROWS
+})
+
+
+def build(name, input_shape=None, classes=None, include_top=True, weights=None,
+          input_tensor=None, pooling=None, classifier_activation="softmax", **options):
+    """Build preset ``name`` with keras.applications' arguments; ``options`` override it.
+
+    ``classes`` defaults to the preset's (1000, or 10 for the CIFAR nets) and the input to
+    its natural size (224x224x3, or 32x32x3).
+
+    >>> import kresnet
+    >>> model = kresnet.build("resnet20")
+    >>> model.name, model.input_shape, model.output_shape
+    ('resnet20', (None, 32, 32, 3), (None, 10))
+    """
+    if name not in PRESETS:
+        raise ValueError(f"`name` must be one of the presets: {', '.join(PRESETS)}. "
+                         f"Received: name={name!r}")
+    preset = PRESETS[name]
+    check_options(options, APPLICATIONS_OPTIONS, f"build({name!r})")
+    classes = preset.classes if classes is None else validation.positive_int("classes", classes)
+    merged = {**preset.options, **options}
+    model_name = validation.name_prefix(merged.get("name_prefix", "")) + name
+    return applications_call(preset.depth, include_top, weights, input_tensor, input_shape,
+                             pooling, classes, classifier_activation, model_name,
+                             default_size=preset.input_size, **merged)

@@ -1,0 +1,53 @@
+"""kresnet computes the same function as keras.applications' ResNets with the same weights."""
+
+import keras
+import numpy as np
+import pytest
+
+import kresnet
+from kresnet import naming
+
+PAIRS = [
+    ("ResNet50", lambda **k: kresnet.ResNet50(**k), False),
+    ("ResNet101", lambda **k: kresnet.ResNet101(**k), False),
+    ("ResNet152", lambda **k: kresnet.ResNet152(**k), False),
+    ("ResNet50V2", lambda **k: kresnet.build("resnet50v2", **k), True),
+    ("ResNet101V2", lambda **k: kresnet.build("resnet101v2", **k), True),
+    ("ResNet152V2", lambda **k: kresnet.build("resnet152v2", **k), True),
+]
+
+
+def weighted(model):
+    return {layer.name: layer for layer in model.layers if layer.weights}
+
+
+@pytest.mark.parametrize("keras_name,ours,preact", PAIRS, ids=[p[0] for p in PAIRS])
+def test_same_outputs_with_transferred_weights(keras_name, ours, preact):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1)
+    # Logits, not softmax: near-uniform probabilities would hide differences.
+    reference = getattr(keras.applications, keras_name)(
+        weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    model = ours(input_shape=(64, 64, 3), classifier_activation=None)
+    assert model.count_params() == reference.count_params()
+    labels = [[b.label for b in stage] for stage in kresnet.plan(
+        int(keras_name[6:9].rstrip("V")), **({"stride_block": "last"} if preact else {})).stages]
+    mapping = naming.keras_applications_names(labels, preact)
+    ours_layers, theirs_layers = weighted(model), weighted(reference)
+    assert sorted(mapping[n] for n in ours_layers) == sorted(theirs_layers)  # one-to-one
+    rng = np.random.default_rng(0)
+    for name, layer in ours_layers.items():
+        source = theirs_layers[mapping[name]]
+        # Random statistics so that the BNs are not near-identities.
+        values = [w + rng.normal(0, 0.1, w.shape).astype("float32") if w.ndim == 1 else w
+                  for w in source.get_weights()]
+        values = [np.abs(v) + 0.5 if "variance" in w.path else v
+                  for v, w in zip(values, source.weights)]
+        source.set_weights(values)
+        layer.set_weights(values)
+    x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32") / 127.5 - 1
+    expected = np.asarray(reference(x, training=False))
+    assert np.abs(expected).max() > 0.1
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), expected,
+                               atol=1e-5 * scale, rtol=0)
