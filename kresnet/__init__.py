@@ -9,6 +9,13 @@
 from kresnet.blocks import conv_block, identity_block
 from kresnet.builder import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, create_resnet, plan
 from kresnet.depths import DEPTHS
+from kresnet.features import feature_maps
+from kresnet.interop import (
+    from_keras_applications,
+    load_weights,
+    to_keras_applications,
+    transfer_weights,
+)
 from kresnet.plotting import plot_model
 from kresnet.presets import PRESETS, build
 from kresnet.stems import do_first_conv
@@ -27,7 +34,12 @@ __all__ = [
     "conv_block",
     "create_resnet",
     "do_first_conv",
+    "feature_maps",
+    "from_keras_applications",
     "identity_block",
+    "load_weights",
     "plan",
     "plot_model",
+    "to_keras_applications",
+    "transfer_weights",
 ]

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 
 import keras
 
-from kresnet import heads, naming, validation
+from kresnet import heads, interop, naming, validation
 from kresnet.blocks import BlockStyle, check_style, residual_block
 from kresnet.depths import BASE_WIDTH, DEPTHS, FIRST_STAGE, block_filters, depth_of, stage_widths
+from kresnet.features import feature_maps
 from kresnet.options import BN_EPSILON, BN_MOMENTUM, KERNEL_INITIALIZER, Options
 from kresnet.stems import STEM_STRIDES, build_stem, check_stem
 
 DEFAULT_SIZE = 224
 STRIDE_BLOCKS = ("first", "last")
+OUTPUTS = ("final", "stages")
 
 
 @dataclass(frozen=True)
@@ -139,12 +141,39 @@ def _model_input(in_shape, input_tensor, model_plan, options, classes):
     return input_tensor, keras.utils.get_source_inputs(input_tensor)
 
 
+def _check_imagenet(model_plan, head, classes, channels, options, kernel_size):
+    """``weights="imagenet"`` needs exactly a keras.applications configuration; say which
+    argument departs from it before anything is built or downloaded."""
+    style = model_plan.style
+    keras_v2 = dict(preact=True, stride_on="3x3", stride_block="last")
+    keras_v1 = dict(preact=False, stride_on="1x1", stride_block="first")
+    have = dict(preact=style.preact, stride_on=style.stride_on,
+                stride_block="last" if model_plan.stages[0][-1].strides > 1 else "first")
+    wanted = {"depth": (model_plan.depth in (50, 101, 152) and model_plan.blocks ==
+                        DEPTHS[model_plan.depth].blocks and model_plan.block_type ==
+                        "bottleneck"),
+              "widths": model_plan.widths == stage_widths(4),
+              "stem": (model_plan.stem, model_plan.stem_widths) == ("classic", (64,)),
+              "preact/stride_on/stride_block": have in (keras_v1, keras_v2),
+              "shortcut": style.shortcut == "B", "groups": style.groups == 1,
+              "width_per_group": model_plan.stages[0][0].filters[0] == 64,
+              "se_ratio": not style.se_ratio, "middle_kernel_size": kernel_size == (3, 3),
+              "use_bias": options.use_bias, "head": head in ("fc", None),
+              "n_classes": head is None or classes == 1000, "in_shape": channels == 3}
+    wrong = [argument for argument, ok in wanted.items() if not ok]
+    if wrong:
+        raise ValueError(
+            "`weights`='imagenet' loads keras.applications' ResNet50/101/152(V2) weights, so "
+            "the model must have their configuration (build it with kresnet.ResNet50 or "
+            f"kresnet.build('resnet50v2')); these arguments differ: {', '.join(wrong)}.")
+
+
 def create_resnet(in_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), n_classes=10, depth=50, *,
                   blocks=None, block_type=None, widths=None, middle_kernel_size=3,
                   stem="classic", stem_width=None, preact=False, stride_on="1x1",
                   stride_block="first", shortcut="B", groups=1, width_per_group=BASE_WIDTH,
                   se_ratio=0.0, zero_init_residual=False, include_top=True, head="tutorial",
-                  pooling=None, classifier_activation="softmax",
+                  pooling=None, outputs="final", classifier_activation="softmax",
                   dropout=heads.TUTORIAL_DROPOUT, fc_units=heads.TUTORIAL_FC_UNITS,
                   weights=None, input_tensor=None, use_bias=True, bn_epsilon=BN_EPSILON,
                   bn_momentum=BN_MOMENTUM, kernel_initializer=KERNEL_INITIALIZER,
@@ -170,7 +199,11 @@ def create_resnet(in_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), n_classes=10, depth=
         include_top, head: ``head`` is ``"tutorial"``, ``"fc"`` (``avg_pool`` + ``fc{n}``) or
             ``None``; ``include_top=False`` also means no head.
         pooling: without a head, ``None`` (4D output), ``"avg"`` or ``"max"``.
-        weights: ``None`` or the path of a weights file to load.
+        outputs: ``"final"``, or ``"stages"`` for a headless multi-output backbone whose
+            outputs are :func:`kresnet.feature_maps` (``{"C2": ..., "C5": ...}``).
+        weights: ``None``, ``"imagenet"`` (keras.applications' weights, for the same
+            configurations) or the path of a weights file, read by layer name with
+            :func:`kresnet.load_weights`.
         use_bias, bn_epsilon, bn_momentum, kernel_initializer, weight_decay: layer settings
             (``weight_decay`` as in the paper and PyTorch: the gradient gains ``wd * w``).
         name_prefix: prepended to every layer name (two ResNets in one graph).
@@ -187,6 +220,9 @@ def create_resnet(in_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), n_classes=10, depth=
     n_classes = validation.positive_int("n_classes", n_classes)
     head = validation.head(head) if validation.boolean("include_top", include_top) else None
     validation.pooling(pooling)
+    if validation.one_of("outputs", outputs, OUTPUTS) == "stages" and head is not None:
+        raise ValueError("`outputs`='stages' builds a headless backbone: pass "
+                         "`include_top=False` (or `head=None`) with it.")
     validation.classifier_activation(classifier_activation)
     dropout = validation.number("dropout", dropout, 0, 1, high_open=True)
     fc_units = validation.positive_int("fc_units", fc_units)
@@ -194,6 +230,10 @@ def create_resnet(in_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), n_classes=10, depth=
     options = Options.checked(use_bias, bn_epsilon, bn_momentum, kernel_initializer,
                               name_prefix, weight_decay)
     name = validation.model_name(name) or naming.model_name(model_plan.depth, name_prefix)
+    if weights == "imagenet":
+        channels = in_shape[2] if input_tensor is None else \
+            validation.channels_of(validation.input_tensor(input_tensor), options.data_format)
+        _check_imagenet(model_plan, head, n_classes, channels, options, kernel_size)
     x, inputs = _model_input(in_shape, input_tensor, model_plan, options, n_classes)
 
     style = model_plan.style
@@ -209,8 +249,12 @@ def create_resnet(in_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), n_classes=10, depth=
                          dropout, fc_units)
 
     model = keras.Model(inputs, x, name=name)
+    if outputs == "stages":
+        model = keras.Model(inputs, feature_maps(model), name=name)
+    if weights == "imagenet":
+        weights = interop.imagenet_file(model_plan.depth, style.preact, head is not None)
     if weights is not None:
-        model.load_weights(weights)
+        interop.load_weights(model, weights)
     return model
 
 
@@ -219,7 +263,7 @@ APPLICATIONS_OPTIONS = (
     "blocks", "block_type", "widths", "middle_kernel_size", "stem", "stem_width", "preact",
     "stride_on", "stride_block", "shortcut", "groups", "width_per_group", "se_ratio",
     "zero_init_residual", "use_bias", "bn_epsilon", "bn_momentum", "kernel_initializer",
-    "weight_decay", "name_prefix", "head", "dropout", "fc_units")
+    "weight_decay", "name_prefix", "head", "dropout", "fc_units", "outputs")
 
 
 def check_options(options, allowed, where):

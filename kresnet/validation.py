@@ -231,21 +231,18 @@ def kernel_initializer(value):
 
 
 def weights(value):
-    """``None`` or the path of an existing weights file (``.weights.h5``, ``.h5``, ``.keras``)."""
-    if value is None:
-        return None
+    """``None``, ``"imagenet"`` or the path of an existing weights file (``.weights.h5``,
+    ``.h5`` or ``.keras``)."""
+    if value is None or value == "imagenet":
+        return value
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
-        raise TypeError("`weights` must be None or the path to a weights file. "
+        raise TypeError("`weights` must be None, 'imagenet' or the path to a weights file. "
                         f"{_received('weights', value)}")
-    if value == "imagenet":
-        raise ValueError(
-            "`weights` must be None or the path to a weights file; 'imagenet' weights are not "
-            "available in this version of kresnet. Received: weights='imagenet'")
     if not os.path.isfile(value):
-        raise ValueError("`weights` must be None or the path to an existing weights file; "
-                         f"no file at {value!r}")
+        raise ValueError("`weights` must be None, 'imagenet' or the path to an existing "
+                         f"weights file; no file at {value!r}")
     return value
 
 
