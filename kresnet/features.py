@@ -4,6 +4,7 @@ import math
 
 from keras import layers
 
+
 def _stem_prefix(model):
     """The ``name_prefix`` the model was built with, read off its first stem conv."""
     for layer in model.layers:
