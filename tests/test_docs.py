@@ -3,6 +3,9 @@
 import glob
 import os
 import re
+import runpy
+import shutil
+from xml.etree import ElementTree
 
 import pytest
 
@@ -37,3 +40,79 @@ def test_every_public_name_has_an_api_entry_and_a_docstring_example():
         obj = getattr(kresnet, name)
         if callable(obj):
             assert ">>> " in (obj.__doc__ or ""), f"{name} has no example in its docstring"
+
+
+def _table(text, first_header):
+    """The rows of the Markdown table whose header starts with ``| {first_header} |``, as
+    dictionaries keyed by the header cells."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_presets_table_lists_every_preset_with_its_count():
+    text = open(os.path.join(ROOT, "docs", "variants.md"), encoding="utf-8").read()
+    rows = _table(text, "Preset")
+    names = [row["Preset"].strip("`") for row in rows]
+    assert len(names) == len(set(names)), "a preset is listed twice"
+    assert sorted(names) == sorted(kresnet.PRESETS), "docs/variants.md: presets table"
+    for row, name in zip(rows, names):
+        preset = kresnet.PRESETS[name]
+        params = "—" if preset.params is None else f"{preset.params:,}"
+        assert row["Parameters"] == params, name
+        assert row["Counted"] == preset.counted, name
+        options = ", ".join(f"{key}={value!r}" for key, value in preset.options.items())
+        assert row["Options"] == f"`{options}`", name
+
+
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=os.path.basename)
+def test_every_image_link_points_to_a_file(path):
+    folder = os.path.dirname(path)
+    for link in IMAGE.findall(open(path, encoding="utf-8").read()):
+        assert os.path.isfile(os.path.join(folder, link)), f"{path}: no file for {link}"
+
+
+# Each figure of scripts/make_figures.py and one layer name that must appear in it.
+FIGURES = {
+    "basic_identity_block": "res2b_branch2b",
+    "basic_conv_block": "res3a_branch2a_pad",
+    "bottleneck_identity_block": "res2b_branch2c",
+    "bottleneck_conv_block": "res3a_branch1",
+    "bottleneck_stride_3x3_block": "res3a_branch2b_pad",
+    "preact_block": "bn3a_preact",
+    "se_block": "res2b_se_scale",
+    "shortcut_a_block": "res3a_branch1_zeros",
+    "shortcut_c_block": "res2b_branch1",
+    "shortcut_avg_block": "res3a_branch1_pool",
+    "resnext_block": "res2b_branch2b",
+    "stem_classic": "pool1",
+    "stem_deep": "conv1c",
+    "stem_cifar": "conv1_relu",
+    "resnet18": "fc1000",
+}
+
+
+def test_make_figures_writes_every_figure(tmp_path):
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz' dot is not installed")
+    script = runpy.run_path(os.path.join(ROOT, "scripts", "make_figures.py"),
+                            run_name="make_figures")
+    assert script["main"](["--out", str(tmp_path)]) == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{name}.svg" for name in FIGURES)
+    for name, layer in FIGURES.items():
+        svg = ElementTree.parse(tmp_path / f"{name}.svg").getroot()
+        text = " ".join(svg.itertext())
+        assert name in text and layer in text, name
+    committed = os.path.join(ROOT, "docs", "figures")
+    assert sorted(os.listdir(committed)) == sorted(os.listdir(tmp_path))
