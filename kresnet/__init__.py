@@ -4,42 +4,52 @@
 >>> model = kresnet.create_resnet((64, 64, 3), n_classes=10, depth=18)
 >>> model.get_layer("res2a_branch2a").name
 'res2a_branch2a'
+
+Public names are imported on first use, so that ``import kresnet`` (and the ``kresnet``
+command's ``--help``) does not start TensorFlow before it is needed.
 """
 
-from kresnet.blocks import conv_block, identity_block
-from kresnet.builder import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, create_resnet, plan
-from kresnet.depths import DEPTHS
-from kresnet.features import feature_maps
-from kresnet.interop import (
-    from_keras_applications,
-    load_weights,
-    to_keras_applications,
-    transfer_weights,
-)
-from kresnet.plotting import plot_model
-from kresnet.presets import PRESETS, build
-from kresnet.stems import do_first_conv
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEPTHS",
-    "PRESETS",
-    "ResNet18",
-    "ResNet34",
-    "ResNet50",
-    "ResNet101",
-    "ResNet152",
-    "build",
-    "conv_block",
-    "create_resnet",
-    "do_first_conv",
-    "feature_maps",
-    "from_keras_applications",
-    "identity_block",
-    "load_weights",
-    "plan",
-    "plot_model",
-    "to_keras_applications",
-    "transfer_weights",
-]
+# Public name -> the module that defines it.
+_PUBLIC = {
+    "DEPTHS": "kresnet.depths",
+    "PRESETS": "kresnet.presets",
+    "ResNet18": "kresnet.builder",
+    "ResNet34": "kresnet.builder",
+    "ResNet50": "kresnet.builder",
+    "ResNet101": "kresnet.builder",
+    "ResNet152": "kresnet.builder",
+    "build": "kresnet.presets",
+    "conv_block": "kresnet.blocks",
+    "count_macs": "kresnet.analysis",
+    "create_resnet": "kresnet.builder",
+    "describe": "kresnet.analysis",
+    "do_first_conv": "kresnet.stems",
+    "export": "kresnet.export",
+    "feature_maps": "kresnet.features",
+    "from_keras_applications": "kresnet.interop",
+    "identity_block": "kresnet.blocks",
+    "load_weights": "kresnet.interop",
+    "plan": "kresnet.builder",
+    "plot_blocks": "kresnet.plotting",
+    "plot_model": "kresnet.plotting",
+    "to_keras_applications": "kresnet.interop",
+    "transfer_weights": "kresnet.interop",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'kresnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

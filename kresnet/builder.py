@@ -102,6 +102,10 @@ def plan(depth=50, blocks=None, block_type=None, widths=None, stem="classic", st
             else:
                 strides = 2 if i == n_blocks - 1 and index < len(blocks) - 1 else 1
             shortcut = style.shortcut_kind(channels, filters[-1], (strides, strides))
+            if shortcut == "zeros" and filters[-1] < channels:
+                raise ValueError(f"`shortcut`='A' pads channels with zeros, so it cannot shrink "
+                                 f"{channels} channels to {filters[-1]} in stage {stage}; "
+                                 f"`widths`={widths} narrows there.")
             stage_plan.append(BlockPlan(stage, label, filters, strides, shortcut))
             channels = filters[-1]
         stages.append(tuple(stage_plan))

@@ -50,8 +50,9 @@ DEPTHS = MappingProxyType({
               "keras.applications.ResNet101 (bias); torchvision resnet101 (no bias)"),
         Depth(152, "bottleneck", (3, 8, 36, 3), (3, 4), 60_419_944, 60_192_808,
               "keras.applications.ResNet152 (bias); torchvision resnet152 (no bias)"),
-        Depth(200, "bottleneck", (3, 24, 36, 3), (3, 4), None, None,
-              "He et al. 2016 (Identity Mappings); no keras/torchvision count to cite"),
+        Depth(200, "bottleneck", (3, 24, 36, 3), (3, 4), None, 64_673_832,
+              "He et al. 2016 (Identity Mappings) section 4.3; no bias: pytorchcv resnet200 "
+              "(osmr/imgclsmob tests); with biases: none published"),
     )
 })
 

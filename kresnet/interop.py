@@ -139,10 +139,7 @@ def from_keras_applications(model):
                          classifier_activation=activation,
                          input_shape=tuple(model.input_shape[1:]),
                          bn_momentum=model.get_layer("conv2_block1_1_bn").momentum)
-    mapping = naming.keras_applications_names(_stage_labels(ours), preact)
-    if top:
-        mapping[naming.HeadNames().fc(classes)] = "predictions"
-    transfer_weights(model, ours, mapping)
+    transfer_weights(model, ours, _keras_mapping(ours))
     return ours
 
 
@@ -165,7 +162,7 @@ def to_keras_applications(model):
                          f"{' (pre-activation)' if preact else ''}: keras.applications has "
                          "ResNet50/101/152 and ResNet50V2/101V2/152V2 only.")
     names = {layer.name for layer in model.layers}
-    fc = next((n for n in names if re.fullmatch(r"fc\d+", n)), None)
+    fc = _fc_layer(model)
     top = fc is not None
     classes = model.get_layer(fc).units if top else 1000
     pooling = "avg" if "avg_pool" in names else "max" if "max_pool" in names else None
@@ -177,10 +174,7 @@ def to_keras_applications(model):
     reference = getattr(keras.applications, KERAS_APPLICATIONS[(depth, preact)])(
         weights=None, include_top=top, classes=classes, pooling=pooling,
         classifier_activation=activation, input_shape=tuple(model.input_shape[1:]))
-    mapping = naming.keras_applications_names(labels, preact)
-    if top:
-        mapping[fc] = "predictions"
-    inverse = {theirs: ours for ours, theirs in mapping.items()}
+    inverse = {theirs: ours for ours, theirs in _keras_mapping(model).items()}
     transfer_weights(model, reference, inverse)
     return reference
 
@@ -238,16 +232,27 @@ class _ArrayLayer:
         self.name, self.weights = name, arrays
 
 
+def _fc_layer(model):
+    """Name of the model's ``fc{classes}`` head layer, or None."""
+    return next((layer.name for layer in model.layers
+                 if re.fullmatch(r"fc\d+", layer.name)), None)
+
+
+def _keras_mapping(model):
+    """kresnet name -> keras.applications name for every layer of ``model``, head included."""
+    mapping = naming.keras_applications_names(_stage_labels(model))
+    fc = _fc_layer(model)
+    if fc:
+        mapping[fc] = "predictions"
+    return mapping
+
+
 def _scheme_mapping(model, file_names):
     """Map the model's names to the file's: kresnet's own names, or keras.applications'."""
     ours = set(_weighted(model))
     if ours & set(file_names):
         return {}
-    preact = "bn_post" in {layer.name for layer in model.layers}
-    mapping = naming.keras_applications_names(_stage_labels(model), preact)
-    fc = next((n for n in ours if re.fullmatch(r"fc\d+", n)), None)
-    if fc:
-        mapping[fc] = "predictions"
+    mapping = _keras_mapping(model)
     if not set(mapping.values()) & set(file_names):
         raise ValueError("The weights file uses neither kresnet's layer names (res2a_branch2a) "
                          "nor keras.applications' (conv2_block1_1_conv).")
@@ -330,12 +335,7 @@ def _load_unnamed(model, path, skip_mismatch):
     except ValueError:
         reference = None
     if reference is not None:
-        preact = "bn_post" in {layer.name for layer in model.layers}
-        mapping = naming.keras_applications_names(_stage_labels(model), preact)
-        fc = next((n for n in _weighted(model) if re.fullmatch(r"fc\d+", n)), None)
-        if fc:
-            mapping[fc] = "predictions"
-        candidates.append((_with_units(reference, units), mapping))
+        candidates.append((_with_units(reference, units), _keras_mapping(model)))
     wanted = _h5_layout(path)
     for twin, mapping in candidates:
         with tempfile.TemporaryDirectory() as folder:

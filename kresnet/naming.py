@@ -234,11 +234,13 @@ def model_name(depth, prefix=""):
     return f"{prefix}resnet{depth}"
 
 
-def keras_applications_names(stage_labels, preact=False, prefix=""):
+def keras_applications_names(labels, prefix=""):
     """Map kresnet layer names to keras.applications' (``ResNet50``, ``ResNet50V2``, ...).
 
-    ``stage_labels``: the block labels of each stage, from stage 2 on. keras.applications
-    numbers blocks from 1 (``conv4_block23``) where Caffe labels them (``res4b22``).
+    ``labels``: the block labels of each stage, from stage 2 on. keras.applications numbers
+    blocks from 1 (``conv4_block23``) where Caffe labels them (``res4b22``). The map covers
+    both v1 and v2 layers (it names ``bn2a_preact`` and ``bn_post`` too) and the 1000-class
+    head; callers map a head of another width themselves.
 
     >>> names = keras_applications_names([["a", "b", "c"]])
     >>> names["res2a_branch2a"], names["bn2c_branch1"], names["fc1000"]
@@ -247,8 +249,8 @@ def keras_applications_names(stage_labels, preact=False, prefix=""):
     stem = StemNames(prefix)
     mapping = {stem.conv(): "conv1_conv", stem.bn(): "conv1_bn", stem.post_bn: "post_bn",
                HeadNames(prefix).fc(1000): "predictions"}
-    for stage, labels in enumerate(stage_labels, start=2):
-        for index, label in enumerate(labels, start=1):
+    for stage, stage_block_labels in enumerate(labels, start=2):
+        for index, label in enumerate(stage_block_labels, start=1):
             ours, theirs = BlockNames(stage, label, prefix), f"conv{stage}_block{index}"
             mapping[ours.preact_bn] = f"{theirs}_preact_bn"
             for branch, number in zip(BlockNames.BRANCHES, "0123"):

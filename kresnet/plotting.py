@@ -85,6 +85,99 @@ def model_to_dot(model, show_shapes=True, show_layer_names=True, rankdir="TB", d
     return dot
 
 
+def _shape(shape):
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def blocks_to_dot(model, rankdir="TB", dpi=96):
+    """A ``pydot.Dot`` with one node per block (name, kind, output shape, parameters), the
+    stem and the head; each block gets a solid edge (its residual branch) and a dashed edge
+    labelled with its shortcut from the node before it. Built from the model's layers.
+
+    >>> import kresnet
+    >>> dot = blocks_to_dot(kresnet.create_resnet((64, 64, 3), 10, 18))
+    >>> len(dot.get_nodes()) - 2  # the default node and edge styles count as nodes
+    10
+    """
+    from kresnet.analysis import blocks, describe  # noqa: PLC0415 (analysis imports keras)
+
+    dot = pydot.Dot(graph_type="digraph", rankdir=rankdir, dpi=str(dpi), ranksep="0.25",
+                    nodesep="0.4", label=model.name, labelloc="t", fontname="Helvetica",
+                    size=f"{MAX_PIXELS / dpi:.2f},{MAX_PIXELS / dpi:.2f}")
+    dot.set_node_defaults(shape="box", style="rounded,filled", fontname="Helvetica",
+                          fontsize="10", margin="0.1,0.04")
+    dot.set_edge_defaults(arrowsize="0.5", fontname="Helvetica", fontsize="8")
+    rows = {row["stage"]: row for row in describe(model)}
+    previous = None
+    for group in ("stem",):
+        if group in rows:
+            row = rows[group]
+            dot.add_node(pydot.Node("stem", fillcolor="#eeeeee", label=(
+                f"stem  ({row['first']} .. {row['last']})\n{_shape(row['output'])}  "
+                f"{row['params']:,} params")))
+            previous = "stem"
+    for block in blocks(model):
+        dot.add_node(pydot.Node(block["name"], fillcolor="#cfe2f3", label=(
+            f"{block['name']}  {block['kind']}\n{_shape(block['output'])}  "
+            f"{block['params']:,} params")))
+        if previous is not None:
+            dot.add_edge(pydot.Edge(previous, block["name"]))
+            dot.add_edge(pydot.Edge(previous, block["name"], style="dashed", color="#888888",
+                                    label=block["shortcut"], tailport="e", headport="e"))
+        previous = block["name"]
+    for group in ("post", "head"):
+        if group in rows:
+            row = rows[group]
+            dot.add_node(pydot.Node(group, fillcolor="#fce5cd", label=(
+                f"{group}  ({row['first']} .. {row['last']})\n{_shape(row['output'])}  "
+                f"{row['params']:,} params")))
+            if previous is not None:
+                dot.add_edge(pydot.Edge(previous, group))
+            previous = group
+    return dot
+
+
+def _write(dot, path):
+    """Write ``dot`` to ``path`` in the format of its extension, atomically."""
+    path = os.fspath(path)
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in FORMATS:
+        raise ValueError(f"`path` must end in one of {', '.join('.' + f for f in FORMATS)}. "
+                         f"Received: path={path!r}")
+    if extension != "dot" and shutil.which("dot") is None:
+        raise RuntimeError("Drawing needs Graphviz' `dot` program: install Graphviz "
+                           "(for example `apt-get install graphviz`).")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.part")
+    try:
+        dot.write(temporary, format="raw" if extension == "dot" else extension)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def _check_rankdir(rankdir):
+    if rankdir not in RANKDIRS:
+        raise ValueError(f"`rankdir` must be one of {', '.join(RANKDIRS)}. "
+                         f"Received: rankdir={rankdir!r}")
+
+
+def plot_blocks(model, path, rankdir="TB", dpi=96):
+    """Draw the compact block diagram of :func:`blocks_to_dot` to ``path`` (png, svg, pdf or
+    dot); readable at ResNet-152, where the full graph is not.
+
+    >>> import os, tempfile, kresnet
+    >>> path = os.path.join(tempfile.mkdtemp(), "blocks.svg")
+    >>> plot_blocks(kresnet.create_resnet((64, 64, 3), 10, 18), path) == path
+    True
+    """
+    _check_rankdir(rankdir)
+    return _write(blocks_to_dot(model, rankdir, dpi), path)
+
+
 def plot_model(model, path, show_shapes=True, show_layer_names=True, rankdir="TB", dpi=96):
     """Draw ``model`` to ``path``; the format follows the extension (png, svg, pdf, dot).
 
@@ -97,25 +190,5 @@ def plot_model(model, path, show_shapes=True, show_layer_names=True, rankdir="TB
     >>> plot_model(model, path) == path
     True
     """
-    path = os.fspath(path)
-    extension = os.path.splitext(path)[1].lstrip(".").lower()
-    if extension not in FORMATS:
-        raise ValueError(f"`path` must end in one of {', '.join('.' + f for f in FORMATS)}. "
-                         f"Received: path={path!r}")
-    if rankdir not in RANKDIRS:
-        raise ValueError(f"`rankdir` must be one of {', '.join(RANKDIRS)}. "
-                         f"Received: rankdir={rankdir!r}")
-    if extension != "dot" and shutil.which("dot") is None:
-        raise RuntimeError("plot_model needs Graphviz' `dot` program: install Graphviz "
-                           "(for example `apt-get install graphviz`).")
-    dot = model_to_dot(model, show_shapes, show_layer_names, rankdir, dpi)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.part")
-    try:
-        dot.write(temporary, format="raw" if extension == "dot" else extension)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    _check_rankdir(rankdir)
+    return _write(model_to_dot(model, show_shapes, show_layer_names, rankdir, dpi), path)

@@ -52,8 +52,8 @@ _ROWS = [
      25_557_032, _TORCHVISION, _NO_BIAS),
     ("resnet101", 101, "He et al. 2015 / Caffe", 44_549_160, _TORCHVISION, _NO_BIAS),
     ("resnet152", 152, "He et al. 2015 / Caffe", 60_192_808, _TORCHVISION, _NO_BIAS),
-    ("resnet200", 200, "He et al. 2016's depth 200, post-activation blocks", 64_673_832,
-     _PYTORCHCV, _NO_BIAS),
+    ("resnet200", 200, "ResNet-200 with the original post-activation blocks (pytorchcv's); "
+     "He et al. 2016 trained it pre-activated", 64_673_832, _PYTORCHCV, _NO_BIAS),
     ("resnet50_v1_5", 50, "torchvision 'v1.5': stride on the 3x3 conv", 25_557_032,
      _TORCHVISION, _V1_5),
     ("resnet101_v1_5", 101, "torchvision 'v1.5'", 44_549_160, _TORCHVISION, _V1_5),
@@ -90,7 +90,7 @@ for _depth, _params in _CIFAR_PARAMS.items():
     # Depth 18 only supplies the basic block type; blocks and widths override the rest.
     _ROWS.append((f"resnet{_depth}", 18, f"He et al. 2015 section 4.2 CIFAR net, 3 stages of "
                   f"{_n} basic blocks, shortcut A", _params,
-                  "He et al. 2015 Table 6 (0.27M ... 1.7M); exact: this count",
+                  "He et al. 2015 Table 6 (rounded: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M)",
                   {**_CIFAR, "blocks": (_n, _n, _n)}))
 
 PRESETS = MappingProxyType({

@@ -47,9 +47,12 @@ def build_stem(x, stem, widths, options, preact=False):
     parts = ("a", "b", "c") if stem == "deep" else ("",)
     kernel, first_stride = (7, 2) if stem == "classic" else (3, 2 if stem == "deep" else 1)
     for i, (part, width) in enumerate(zip(parts, widths)):
+        last = i == len(parts) - 1
+        # A conv followed by BN needs no bias: pre-activation nets leave it off (keras' V2).
         x = options.conv(x, width, kernel, first_stride if i == 0 else 1, names.conv(part),
-                         pad_name=names.conv_pad(part))
-        if preact and i == len(parts) - 1:
+                         pad_name=names.conv_pad(part),
+                         use_bias=options.use_bias and not (preact and not last))
+        if preact and last:
             break
         x = options.relu(options.bn(x, names.bn(part)), names.relu(part))
     return x if stem == "cifar" else _pool(x, names, options)
@@ -61,16 +64,22 @@ def do_first_conv(input_tensor, *, filters=64, use_bias=True, bn_epsilon=BN_EPSI
     """The classic stem: pad 3, 7x7/2 conv of 64 filters, BN, ReLU, pad 1, 3x3/2 max pooling.
 
     Layers: ``conv1_pad``, ``conv1``, ``bn_conv1``, ``conv1_relu``, ``pool1_pad``, ``pool1``.
-    The output is 4 times smaller than the input in height and width. ``stem="deep"`` or
-    ``"cifar"`` builds the other stems; ``stem_width`` (or ``filters``) sets their widths.
+    The output is 4 times smaller than the input in height and width. ``filters`` is the
+    classic stem's width; ``stem="deep"`` or ``"cifar"`` builds the other stems, whose
+    widths ``stem_width`` sets (it may set the classic one too, instead of ``filters``).
 
     >>> import keras
     >>> y = do_first_conv(keras.Input((224, 224, 3)))
     >>> tuple(y.shape)
     (None, 56, 56, 64)
     """
+    filters = validation.positive_int("filters", filters)
+    if filters != STEM_WIDTHS["classic"] and (stem != "classic" or stem_width is not None):
+        raise ValueError(f"`filters`={filters} sets the classic stem's width only; with "
+                         f"`stem`={stem!r} and `stem_width`={stem_width!r} pass the width(s) "
+                         "as `stem_width`.")
     if stem_width is None and stem == "classic":
-        stem_width = validation.positive_int("filters", filters)
+        stem_width = filters
     stem, widths = check_stem(stem, stem_width)
     options = Options.checked(use_bias, bn_epsilon, bn_momentum, kernel_initializer,
                               name_prefix, weight_decay)

@@ -32,7 +32,7 @@ def test_same_outputs_with_transferred_weights(keras_name, ours, preact):
     assert model.count_params() == reference.count_params()
     labels = [[b.label for b in stage] for stage in kresnet.plan(
         int(keras_name[6:9].rstrip("V")), **({"stride_block": "last"} if preact else {})).stages]
-    mapping = naming.keras_applications_names(labels, preact)
+    mapping = naming.keras_applications_names(labels)
     ours_layers, theirs_layers = weighted(model), weighted(reference)
     assert sorted(mapping[n] for n in ours_layers) == sorted(theirs_layers)  # one-to-one
     rng = np.random.default_rng(0)

@@ -1,0 +1,159 @@
+"""The ``kresnet`` command: summaries, Table 1, pictures, operation counts and export.
+
+Run ``kresnet --help`` (or ``python -m kresnet --help``). Bad arguments exit with status 2
+and a one-line message.
+"""
+
+import argparse
+import os
+import sys
+
+PROGRAM = "kresnet"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _shape(text):
+    try:
+        parts = tuple(None if p in ("", "None", "none", "?") else int(p)
+                      for p in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a shape: {text!r} (write H,W,C such as 224,224,3)") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"not a shape: {text!r} (write H,W,C such as 224,224,3)")
+    return parts
+
+
+def _model(args):
+    import kresnet  # noqa: PLC0415
+
+    source = args.model
+    if source.endswith(".keras"):
+        import keras  # noqa: PLC0415
+
+        if not os.path.isfile(source):
+            raise ValueError(f"no file at {source!r}")
+        return keras.saving.load_model(source, safe_mode=True)
+    if source not in kresnet.PRESETS:
+        raise ValueError(f"unknown preset {source!r}; one of: {', '.join(kresnet.PRESETS)}")
+    options = {}
+    if getattr(args, "input_shape", None):
+        options["input_shape"] = args.input_shape
+    if getattr(args, "classes", None):
+        options["classes"] = args.classes
+    return kresnet.build(source, **options)
+
+
+def _summary(args):
+    import kresnet  # noqa: PLC0415
+
+    model = _model(args)
+    model.summary(line_length=110)
+    print(kresnet.describe(model))
+
+
+def _table(args):
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    import kresnet  # noqa: PLC0415
+
+    print(f"{'model':10} {'block':10} {'blocks':14} {'params':>12} {'GMACs':>7}  res5 output")
+    for depth in args.depths:
+        model = kresnet.build(f"resnet{depth}")
+        row = kresnet.DEPTHS[depth]
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        res5 = next(r for r in kresnet.describe(model) if r["stage"] == "res5")
+        print(f"{'resnet' + str(depth):10} {row.block_type:10} {str(list(row.blocks)):14} "
+              f"{trainable:>12,} {kresnet.count_macs(model) / 1e9:>7.2f}  "
+              f"{'x'.join(str(d) for d in res5['output'])}")
+        keras.backend.clear_session()
+
+
+def _plot(args):
+    import kresnet  # noqa: PLC0415
+
+    model = _model(args)
+    draw = kresnet.plot_blocks if args.compact else kresnet.plot_model
+    print(draw(model, args.output))
+
+
+def _flops(args):
+    import kresnet  # noqa: PLC0415
+
+    model = _model(args)
+    macs = kresnet.count_macs(model)
+    print(f"{model.name}: {macs:,} multiply-accumulates per image ({macs / 1e9:.2f} GMACs), "
+          f"{model.count_params():,} parameters, input {model.input_shape[1:]}")
+
+
+def _export(args):
+    import kresnet  # noqa: PLC0415
+
+    model = _model(args)
+    print(kresnet.export(model, args.output, format=args.format))
+
+
+def parser():
+    """The argument parser of the ``kresnet`` command.
+
+    >>> parser().parse_args(["flops", "resnet50", "--input-shape", "64,64,3"]).input_shape
+    (64, 64, 3)
+    """
+    main = _Parser(prog=PROGRAM, description="ResNets with Caffe-style layer names.")
+    commands = main.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name, function, help_text, model=True):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(function=function)
+        if model:
+            sub.add_argument("model", help="a preset name (see `kresnet summary --help`) "
+                             "or a .keras file")
+            sub.add_argument("--input-shape", type=_shape, help="H,W,C, e.g. 224,224,3")
+            sub.add_argument("--classes", type=int, help="classes of the head")
+        return sub
+
+    command("summary", _summary, "print a model's layers and its per-stage table")
+    table = command("table", _table, "Table 1 of He et al. (2015), from built models",
+                    model=False)
+    table.add_argument("--depths", type=int, nargs="+", default=[18, 34, 50, 101, 152],
+                       choices=[18, 34, 50, 101, 152, 200])
+    plot = command("plot", _plot, "draw a model (full graph, or --compact block diagram)")
+    plot.add_argument("-o", "--output", required=True, help="picture: .png, .svg, .pdf, .dot")
+    plot.add_argument("--compact", action="store_true", help="one node per block")
+    command("flops", _flops, "count multiply-accumulates per image")
+    export = command("export", _export, "export a model for inference (ONNX or SavedModel)")
+    export.add_argument("-o", "--output", required=True, help="file or folder to write")
+    export.add_argument("--format", default="onnx", choices=["onnx", "savedmodel"])
+    return main
+
+
+def _import_quietly():
+    """Import Keras (and so TensorFlow) with file descriptor 2 closed: TensorFlow's C++
+    start-up lines would bury the command's own output and one-line errors."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import kresnet.presets  # noqa: F401, PLC0415 (imports Keras and TensorFlow)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv=None):
+    """Entry point of the ``kresnet`` console script; returns the exit status."""
+    args = parser().parse_args(argv)
+    try:
+        _import_quietly()
+        args.function(args)
+    except (ValueError, TypeError, RuntimeError, OSError, ImportError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"{PROGRAM} {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
