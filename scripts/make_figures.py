@@ -1,4 +1,4 @@
-"""Draw the pictures of docs/: one small model per block kind and per stem, and ResNet-18.
+"""Draw the pictures of docs/: one model per block kind and stem, ResNet-18, ResNet-152 compact.
 
 Usage: ``python scripts/make_figures.py [--out docs/figures]``
 
@@ -71,6 +71,8 @@ FIGURES = {
     "stem_cifar": lambda: _stem("stem_cifar", (32, 32, 3), "cifar"),
     "resnet18": lambda: kresnet.create_resnet((224, 224, 3), 1000, 18, head="fc"),
 }
+#: Figures drawn with :func:`kresnet.plot_blocks`, one box per block.
+COMPACT = {"resnet152_blocks": lambda: kresnet.ResNet152()}
 
 
 def make_figures(out=DEFAULT_OUT, names=None):
@@ -79,10 +81,11 @@ def make_figures(out=DEFAULT_OUT, names=None):
     Returns the paths written.
     """
     paths = []
-    for name in names or FIGURES:
+    for name in names or [*FIGURES, *COMPACT]:
         keras.backend.clear_session()
-        model = FIGURES[name]()
-        paths.append(kresnet.plot_model(model, os.path.join(out, f"{name}.svg")))
+        draw = kresnet.plot_blocks if name in COMPACT else kresnet.plot_model
+        model = (COMPACT if name in COMPACT else FIGURES)[name]()
+        paths.append(draw(model, os.path.join(out, f"{name}.svg")))
     return paths
 
 
@@ -91,11 +94,12 @@ def main(argv=None):
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help="folder for the SVG files (default: docs/figures)")
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"figures to draw (default: all): {', '.join(FIGURES)}")
+                        help=f"figures to draw (default: all): {', '.join([*FIGURES, *COMPACT])}")
     args = parser.parse_args(argv)
-    unknown = [name for name in args.names if name not in FIGURES]
+    known = [*FIGURES, *COMPACT]
+    unknown = [name for name in args.names if name not in known]
     if unknown:
-        parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+        parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     for path in make_figures(args.out, args.names):
         print("wrote", path)
     return 0

@@ -100,6 +100,7 @@ FIGURES = {
     "stem_deep": "conv1c",
     "stem_cifar": "conv1_relu",
     "resnet18": "fc1000",
+    "resnet152_blocks": "res4b35",
 }
 
 
@@ -116,3 +117,19 @@ def test_make_figures_writes_every_figure(tmp_path):
         assert name in text and layer in text, name
     committed = os.path.join(ROOT, "docs", "figures")
     assert sorted(os.listdir(committed)) == sorted(os.listdir(tmp_path))
+
+
+def test_api_signatures_match_the_code():
+    """docs/api.md shows each function's signature in a ```text block under its heading."""
+    import inspect
+
+    api = open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8").read()
+    for name in kresnet.__all__:
+        obj = getattr(kresnet, name)
+        if not callable(obj):
+            continue
+        section = api.split(f"### `{name}`", 1)[1]
+        block = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+        documented = " ".join(block.split())
+        actual = f"{name}{inspect.signature(obj)}"
+        assert actual.replace(" ", "") in documented.replace(" ", ""), (name, actual)
