@@ -163,9 +163,11 @@ def _checked_block(input_tensor, middle_kernel_size, filters, stage, block, stri
     strides = validation.strides(strides)
     options = Options.checked(**options_kwargs)
     style = check_style(**style_kwargs)
-    if style.groups > 1 and (len(filters) != 3 or filters[1] % style.groups):
-        raise ValueError(f"`groups`={style.groups} must divide the middle width of a "
-                         f"bottleneck; `filters`={list(filters)} does not fit.")
+    if style.groups > 1 and (len(filters) != 3 or filters[0] % style.groups
+                             or filters[1] % style.groups):
+        raise ValueError(f"`groups`={style.groups} must divide the middle conv's input and "
+                         f"output widths of a bottleneck, filters[0] and filters[1]; "
+                         f"`filters`={list(filters)} does not fit.")
     names = BlockNames(stage, block, options.name_prefix)
     channels = validation.channels_of(input_tensor, options.data_format)
     if not projection and channels != filters[-1]:
@@ -179,8 +181,9 @@ def _checked_block(input_tensor, middle_kernel_size, filters, stage, block, stri
     else:
         kind = "projection" if style.shortcut == "C" else "identity"
     if kind == "zeros" and channels > filters[-1]:
-        raise ValueError(f"`shortcut`='A' pads channels with zeros, so it cannot shrink "
-                         f"{channels} input channels to filters[-1]={filters[-1]}.")
+        raise ValueError(f"conv_block stage={stage!r} block={block!r}: `shortcut`='A' pads "
+                         f"channels with zeros, so it cannot shrink {channels} input channels "
+                         f"to filters[-1]={filters[-1]}.")
     validation.unused_names(input_tensor, names.all(),
                             f"Block stage={stage!r} block={block!r} ({names.sum})")
     return residual_block(input_tensor, kernel_size, filters, names, strides, kind, style,

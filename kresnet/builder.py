@@ -83,6 +83,7 @@ def plan(depth=50, blocks=None, block_type=None, widths=None, stem="classic", st
     widths = stage_widths(len(blocks)) if widths is None else _widths(widths, blocks)
     stem, stem_widths = check_stem(stem, stem_width)
     validation.one_of("stride_block", stride_block, STRIDE_BLOCKS)
+    check_options(style, STYLE_OPTIONS, "plan")
     style = check_style(groups=groups, **style)
     width_per_group = validation.positive_int("width_per_group", width_per_group)
     if block_type == "basic" and (style.groups != 1 or width_per_group != BASE_WIDTH):
@@ -95,6 +96,12 @@ def plan(depth=50, blocks=None, block_type=None, widths=None, stem="classic", st
         stage = FIRST_STAGE + index
         numbered = None if custom else (stage in row.numbered_stages or None)
         filters = block_filters(width, block_type, style.groups, width_per_group)
+        if not filters[0]:
+            raise ValueError(
+                f"`widths`[{index}]={width} with `width_per_group`={width_per_group} gives "
+                f"stage {stage}'s bottlenecks a middle width of int({width} * "
+                f"{width_per_group} / {BASE_WIDTH}) = 0 per group; the width times "
+                f"`width_per_group` must be at least {BASE_WIDTH}.")
         stage_plan = []
         for i, label in enumerate(naming.stage_labels(n_blocks, numbered)):
             if stride_block == "first":
@@ -103,9 +110,11 @@ def plan(depth=50, blocks=None, block_type=None, widths=None, stem="classic", st
                 strides = 2 if i == n_blocks - 1 and index < len(blocks) - 1 else 1
             shortcut = style.shortcut_kind(channels, filters[-1], (strides, strides))
             if shortcut == "zeros" and filters[-1] < channels:
+                narrows = f"`widths`={widths} narrows there" if index else \
+                    f"`stem_width`={stem_widths} is wider than `widths`={widths} starts"
                 raise ValueError(f"`shortcut`='A' pads channels with zeros, so it cannot shrink "
                                  f"{channels} channels to {filters[-1]} in stage {stage}; "
-                                 f"`widths`={widths} narrows there.")
+                                 f"{narrows}.")
             stage_plan.append(BlockPlan(stage, label, filters, strides, shortcut))
             channels = filters[-1]
         stages.append(tuple(stage_plan))
@@ -222,7 +231,10 @@ def create_resnet(in_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3), n_classes=10, depth=
                       zero_init_residual=zero_init_residual)
     kernel_size = validation.kernel_size(middle_kernel_size)
     n_classes = validation.positive_int("n_classes", n_classes)
-    head = validation.head(head) if validation.boolean("include_top", include_top) else None
+    include_top = validation.boolean("include_top", include_top)
+    head = validation.head(head)  # checked even where include_top=False drops it
+    if not include_top:
+        head = None
     validation.pooling(pooling)
     if validation.one_of("outputs", outputs, OUTPUTS) == "stages" and head is not None:
         raise ValueError("`outputs`='stages' builds a headless backbone: pass "
@@ -287,6 +299,7 @@ def applications_call(depth, include_top=True, weights=None, input_tensor=None,
     ``default_size`` square with a head and ``(None, None, 3)`` without one.
     """
     validation.boolean("include_top", include_top)
+    classes = validation.positive_int("classes", classes)  # named as the caller knows it
     options.setdefault("head", "fc")
     min_size = plan(depth, **{k: v for k, v in options.items() if k in _PLAN_OPTIONS}).min_size
     data_format = keras.config.image_data_format()
@@ -305,6 +318,9 @@ def applications_call(depth, include_top=True, weights=None, input_tensor=None,
                          classifier_activation=classifier_activation, weights=weights,
                          input_tensor=input_tensor, name=name, **options)
 
+
+#: Keyword options of ``plan`` beyond its named arguments: the block style.
+STYLE_OPTIONS = ("preact", "stride_on", "shortcut", "se_ratio", "zero_init_residual")
 
 _PLAN_OPTIONS = ("blocks", "block_type", "widths", "stem", "stem_width", "stride_block",
                  "groups", "width_per_group", "preact", "stride_on", "shortcut", "se_ratio",

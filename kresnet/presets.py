@@ -115,6 +115,8 @@ def build(name, input_shape=None, classes=None, include_top=True, weights=None,
     >>> model.name, model.input_shape, model.output_shape
     ('resnet20', (None, 32, 32, 3), (None, 10))
     """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a preset name (a string). Received: name={name!r}")
     if name not in PRESETS:
         raise ValueError(f"`name` must be one of the presets: {', '.join(PRESETS)}. "
                          f"Received: name={name!r}")

@@ -62,7 +62,7 @@ def test_create_resnet_refuses_bad_input_before_building(kwargs, error, message,
     (dict(classes=0), ValueError, "`classes`|`n_classes`"),
     (dict(include_top=1), TypeError, "`include_top`"),
     (dict(input_tensor="x"), TypeError, "`input_tensor`"),
-    (dict(stride_on="3x3"), TypeError, "stride_on"),
+    (dict(strides=2), TypeError, "Unknown option.*strides"),
     (dict(input_shape=(64, 64, 3), input_tensor=keras.KerasTensor((None, 32, 32, 3))),
      ValueError, "`input_shape`.*`input_tensor`"),
 ])

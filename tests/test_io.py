@@ -1,0 +1,527 @@
+"""kresnet.save and kresnet.load: atomic writes, clear errors for broken files, no hidden code."""
+
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import kresnet
+from kresnet import io as kio
+from tests.conftest import ROOT
+
+
+def tiny(n_classes=3, **options):
+    return kresnet.create_resnet((32, 32, 3), n_classes, blocks=(1,), widths=(4,),
+                                 stem_width=4, **options)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny kresnet model and its .keras file."""
+    model = tiny()
+    path = str(tmp_path_factory.mktemp("saved") / "tiny.keras")
+    kresnet.save(model, path)
+    return model, path
+
+
+def _weights_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights())) and \
+        len(a.get_weights()) == len(b.get_weights())
+
+
+# --- save ----------------------------------------------------------------------------------
+
+def test_save_round_trips_and_leaves_only_the_file(tmp_path):
+    model = tiny(head="fc")
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    path = tmp_path / "deep" / "er" / "model.keras"
+    assert kresnet.save(model, path) == str(path)
+    assert os.listdir(path.parent) == ["model.keras"]
+    loaded = kresnet.load(path)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    assert _weights_equal(model, loaded)
+    np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
+    # Permissions are those of an ordinary new file, not mkstemp's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_save_replaces_an_existing_file(tmp_path):
+    path = str(tmp_path / "m.keras")
+    kresnet.save(tiny(3), path)
+    kresnet.save(tiny(5), path)
+    assert kresnet.load(path).output_shape == (None, 5)
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+
+@pytest.mark.parametrize("model,path,error,message", [
+    ("resnet", "m.keras", TypeError, "`model` must be a keras.Model"),
+    (None, "m.keras", TypeError, "`model` must be a keras.Model"),
+    ("MODEL", 3, TypeError, "`path` must be a str or os.PathLike"),
+    ("MODEL", b"m.keras", TypeError, "`path` must be a str or os.PathLike"),
+    ("MODEL", "", ValueError, "`path` must be a non-empty path"),
+    ("MODEL", "m.h5", ValueError, "`path` must end in '.keras'"),
+    ("MODEL", "m.weights.h5", ValueError, "`path` must end in '.keras'"),
+    ("MODEL", "m.keras.tmp", ValueError, "`path` must end in '.keras'"),
+    ("MODEL", "folder.keras", ValueError, "is a folder"),
+])
+def test_save_checks_its_arguments_before_writing(model, path, error, message, tmp_path,
+                                                  monkeypatch, saved):
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("folder.keras")
+    with pytest.raises(error, match=message):
+        kresnet.save(saved[0] if model == "MODEL" else model, path)
+    assert os.listdir(tmp_path) == ["folder.keras"]
+    assert os.listdir("folder.keras") == []
+
+
+def test_a_failed_save_keeps_the_old_file_and_removes_its_temporary(tmp_path, monkeypatch,
+                                                                     saved):
+    path = str(tmp_path / "m.keras")
+    kresnet.save(saved[0], path)
+    before = open(path, "rb").read()
+
+    def broken_save(model, filepath, **kwargs):
+        with open(filepath, "wb") as file:
+            file.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.saving, "save_model", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        kresnet.save(tiny(7), path)
+    assert os.listdir(tmp_path) == ["m.keras"]
+    assert open(path, "rb").read() == before
+
+
+# --- broken files --------------------------------------------------------------------------
+
+def _write(path, data):
+    with open(path, "wb") as file:
+        file.write(data)
+    return str(path)
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return str(path)
+
+
+def _with_config(path, good, config):
+    """A copy of the .keras file ``good`` whose config.json is ``config``."""
+    with zipfile.ZipFile(good) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["config.json"] = json.dumps(config)
+    return _zip(path, members)
+
+
+def _config(good):
+    with zipfile.ZipFile(good) as archive:
+        return json.loads(archive.read("config.json"))
+
+
+def _flip_byte(path, good):
+    data = bytearray(open(good, "rb").read())
+    with zipfile.ZipFile(good) as archive:
+        info = archive.getinfo("model.weights.h5")
+    data[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+    return _write(path, bytes(data))
+
+
+def _h5_weights(path, model):
+    model.save_weights(str(path))
+    return str(path)
+
+
+def _legacy_h5(path, model):
+    model.save(str(path))  # Keras' legacy HDF5 model format
+    return str(path)
+
+
+def _lambda_model(path):
+    x = keras.Input((4,), name="x")
+    y = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    keras.saving.save_model(keras.Model(x, y, name="with_lambda"), str(path))
+    return str(path)
+
+
+def _nested_lambda_model(path):
+    x = keras.Input((4,), name="x")
+    inner = keras.Model(x, keras.layers.Lambda(lambda t: t + 1.0, name="plus_one")(x),
+                        name="inner")
+    outer_in = keras.Input((4,), name="outer_x")
+    y = keras.layers.Dense(2, name="head")(inner(outer_in))
+    keras.saving.save_model(keras.Model(outer_in, y, name="outer"), str(path))
+    return str(path)
+
+
+class Doubler(keras.layers.Layer):
+    """A custom layer: it can be loaded only with its code."""
+
+    def call(self, inputs):
+        return inputs * 2.0
+
+
+def _custom_class_model(path):
+    x = keras.Input((4,), name="x")
+    keras.saving.save_model(keras.Model(x, Doubler(name="doubler")(x)), str(path))
+    return str(path)
+
+
+def _custom_function_model(path):
+    def squash(t):
+        return t / (1.0 + abs(t))
+
+    x = keras.Input((4,), name="x")
+    y = keras.layers.Dense(2, activation=squash, name="squashed")(x)
+    keras.saving.save_model(keras.Model(x, y), str(path))
+    return str(path)
+
+
+def _custom_loss_model(path):
+    def my_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.abs(y_true - y_pred))
+
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, keras.layers.Dense(2, name="out")(x))
+    model.compile(optimizer="sgd", loss=my_loss)
+    keras.saving.save_model(model, str(path))
+    return str(path)
+
+
+def _forged_module(path, good):
+    config = _config(good)
+    config["config"]["layers"][1] = {"module": "os", "class_name": "system",
+                                     "config": {"name": "res2a", "command": "echo owned"},
+                                     "registered_name": None}
+    return _with_config(path, good, config)
+
+
+def _forged_registered_name(path, good):
+    config = _config(good)
+    config["config"]["layers"][1]["registered_name"] = "evil>Conv2D"
+    return _with_config(path, good, config)
+
+
+#: Each broken or refused file: how to build it (from a folder and a good .keras file).
+FILE_CASES = {
+    "missing": lambda d, good: str(d / "missing.keras"),
+    "folder": lambda d, good: (os.mkdir(d / "folder.keras"), str(d / "folder.keras"))[1],
+    "empty": lambda d, good: _write(d / "empty.keras", b""),
+    "zero-filled": lambda d, good: _write(d / "zeros.keras", bytes(os.path.getsize(good))),
+    "truncated": lambda d, good: _write(d / "half.keras",
+                                        open(good, "rb").read()[: os.path.getsize(good) // 2]),
+    "end-cut": lambda d, good: _write(d / "cut.keras", open(good, "rb").read()[:-20]),
+    "not-zip": lambda d, good: _write(d / "text.keras", b"model weights, honest\n" * 10),
+    "damaged": lambda d, good: _flip_byte(d / "flipped.keras", good),
+    "zip-without-config": lambda d, good: _zip(d / "other.keras", {"readme.txt": "hello"}),
+    "bad-json": lambda d, good: _zip(d / "json.keras", {"config.json": "{not json"}),
+    "weights-h5": lambda d, good: _h5_weights(d / "tiny.weights.h5", kresnet.load(good)),
+    "legacy-h5": lambda d, good: _legacy_h5(d / "tiny.h5", kresnet.load(good)),
+    "other-name": lambda d, good: _write(d / "tiny.zip", open(good, "rb").read()),
+    "lambda": lambda d, good: _lambda_model(d / "lambda.keras"),
+    "nested-lambda": lambda d, good: _nested_lambda_model(d / "nested.keras"),
+    "custom-class": lambda d, good: _custom_class_model(d / "custom.keras"),
+    "custom-function": lambda d, good: _custom_function_model(d / "function.keras"),
+    "custom-loss": lambda d, good: _custom_loss_model(d / "loss.keras"),
+    "forged-module": lambda d, good: _forged_module(d / "forged.keras", good),
+    "forged-registered-name": lambda d, good: _forged_registered_name(d / "forged2.keras",
+                                                                      good),
+}
+
+# What the message says besides the file's name (docs/errors.md lists the same).
+FILE_MESSAGES = {
+    "missing": "No file at",
+    "folder": "is a folder, not a .keras file",
+    "empty": "is empty (0 bytes)",
+    "zero-filled": "holds only zero bytes",
+    "truncated": "is truncated or damaged",
+    "end-cut": "is truncated or damaged",
+    "not-zip": "is not a .keras file",
+    "damaged": "fails its checksum",
+    "zip-without-config": "it has no config.json",
+    "bad-json": "is not valid JSON",
+    "weights-h5": "is an HDF5 file",
+    "legacy-h5": "is an HDF5 file",
+    "other-name": "is a .keras archive under another name",
+    "lambda": "layer 'double': a Lambda layer runs Python code",
+    "nested-lambda": "layer 'plus_one': a Lambda layer runs Python code",
+    "custom-class": "layer 'doubler': class 'Doubler'",
+    "custom-function": "layer 'squashed': function 'squash' is not part of Keras",
+    "custom-loss": "function 'my_loss' is not part of Keras",
+    "forged-module": "layer 'res2a': class 'system' (module 'os') is not part of Keras",
+    "forged-registered-name": "is registered as 'evil>Conv2D'",
+}
+
+
+@pytest.mark.parametrize("case", FILE_CASES)
+def test_broken_or_unsafe_files_give_a_clear_error_naming_the_file(case, tmp_path, saved):
+    path = FILE_CASES[case](tmp_path, saved[1])
+    with pytest.raises(ValueError) as error:
+        kresnet.load(path)
+    message = str(error.value)
+    assert repr(path) in message, message
+    assert FILE_MESSAGES[case] in message, message
+
+
+def test_unsafe_files_say_how_to_load_them_anyway(tmp_path):
+    with pytest.raises(ValueError, match=r"trusted=True"):
+        kresnet.load(_lambda_model(tmp_path / "lambda.keras"))
+
+
+def test_trusted_loads_a_lambda_and_runs_it(tmp_path):
+    model = kresnet.load(_lambda_model(tmp_path / "lambda.keras"), trusted=True)
+    np.testing.assert_allclose(model(np.ones((1, 4), "float32")), 2 * np.ones((1, 4)))
+
+
+def test_trusted_loads_a_registered_custom_class(tmp_path):
+    path = _custom_class_model(tmp_path / "custom.keras")
+    with keras.saving.custom_object_scope({"Doubler": Doubler}):
+        model = kresnet.load(path, trusted=True)
+    assert isinstance(model.get_layer("doubler"), Doubler)
+
+
+def test_trusted_without_the_code_still_names_the_file(tmp_path):
+    """A custom class Keras cannot find: Keras' own error, with the file's name."""
+    config = {"module": "nowhere_to_be_found", "class_name": "Mystery", "config": {},
+              "registered_name": "Mystery"}
+    path = _zip(tmp_path / "mystery.keras", {"config.json": json.dumps(config),
+                                             "metadata.json": "{}"})
+    with pytest.raises(ValueError, match=r"Could not load '.*mystery.keras'"):
+        kresnet.load(path, trusted=True)
+
+
+def test_the_check_reads_the_json_before_keras_does(tmp_path, saved, monkeypatch):
+    calls = []
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError, match="not part of Keras"):
+        kresnet.load(_forged_module(tmp_path / "forged.keras", saved[1]))
+    assert calls == []
+
+
+def test_every_object_of_a_kresnet_model_passes_the_check(tmp_path):
+    """All variants at once, compiled with an optimizer, loss and metric objects."""
+    model = kresnet.create_resnet(
+        (32, 32, 3), 3, blocks=(1, 1), widths=(4, 8), stem="deep", stem_width=(4, 4, 4),
+        se_ratio=0.25, shortcut="A", weight_decay=1e-4, preact=True,
+        kernel_initializer=keras.initializers.HeNormal(seed=1),
+        classifier_activation=keras.activations.softmax)
+    model.compile(optimizer=keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9), momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(), "accuracy"], run_eagerly=True)
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.uniform(0, 1, (2, 32, 32, 3)), rng.integers(0, 3, 2))
+    path = kresnet.save(model, tmp_path / "variants.keras")
+    assert kio.unsafe_object(kio.read_config(path)) is None
+    loaded = kresnet.load(path)
+    assert _weights_equal(model, loaded)
+    assert int(loaded.optimizer.iterations) == 1  # the optimizer state survives for resuming
+    assert getattr(kresnet.load(path, compile=False), "optimizer", None) is None
+
+
+def test_keras_applications_models_pass_the_check(tmp_path):
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3),
+                                                classes=3, include_preprocessing=True)
+    path = kresnet.save(model, tmp_path / "mobilenet.keras")
+    assert kresnet.load(path).count_params() == model.count_params()
+
+
+# --- a file of another model ---------------------------------------------------------------
+
+def test_any_keras_model_loads_without_expect(tmp_path):
+    x = keras.Input((4,), name="x")
+    plain = keras.Model(x, keras.layers.Dense(2, name="out")(x), name="plain")
+    assert kresnet.load(kresnet.save(plain, tmp_path / "plain.keras")).name == "plain"
+
+
+def test_expect_refuses_a_file_of_another_model(tmp_path, saved):
+    model, path = saved
+    assert kresnet.load(path, expect=model).name == model.name
+    assert kresnet.load(path, expect=model.name).name == model.name
+    with pytest.raises(ValueError, match=r"tiny.keras' holds model 'resnet5', not the "
+                                         r"expected 'resnet50'"):
+        kresnet.load(path, expect="resnet50")
+    with pytest.raises(ValueError, match=r"holds another model than the expected 'resnet5'.*"
+                                         r"Dense 'fc_final' with weight shapes \[\(200, 3\)"):
+        kresnet.load(path, expect=tiny(n_classes=4))
+    with pytest.raises(ValueError, match=r"holds another model than the expected 'resnet8'"):
+        kresnet.load(path, expect=kresnet.create_resnet((32, 32, 3), 3, blocks=(1, 1)))
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(path=3), TypeError, "`path` must be a str or os.PathLike"),
+    (dict(trusted="yes"), TypeError, "`trusted` must be True or False"),
+    (dict(trusted=1), TypeError, "`trusted` must be True or False"),
+    (dict(compile=None), TypeError, "`compile` must be True or False"),
+    (dict(expect=3), TypeError, "`expect` must be None, a model name"),
+])
+def test_load_checks_its_arguments(kwargs, error, message, saved):
+    with pytest.raises(error, match=message):
+        kresnet.load(**{"path": saved[1], **kwargs})
+
+
+# --- killed while saving -------------------------------------------------------------------
+
+# A fork server: it imports Keras and kresnet once (running no TensorFlow op, so forking is
+# safe) and, for each line "PATH FIRST" on stdin, forks a process that saves one tiny model
+# to PATH over and over, version k with every weight equal to k, until it is killed.
+SAVER = """
+import itertools, os, sys
+import numpy as np
+import kresnet, kresnet.builder, kresnet.io
+
+
+def save_forever(path, first):
+    model = kresnet.create_resnet((32, 32, 3), 3, blocks=(1,), widths=(4,), stem_width=4,
+                                  head="fc")
+    shapes = [(w.shape, w.dtype) for w in model.get_weights()]
+    say = lambda text: os.write(1, f"{os.getpid()} {text}\\n".encode())
+    say("ready")
+    for version in itertools.count(first):
+        model.set_weights([np.full(shape, version, dtype) for shape, dtype in shapes])
+        say(f"saving {version}")
+        kresnet.save(model, path)
+        say(f"saved {version}")
+
+
+print("0 server", flush=True)
+for line in sys.stdin:
+    path, first = line.split()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            save_forever(path, int(first))
+        finally:
+            os._exit(1)
+    print(f"{pid} child", flush=True)
+    os.waitpid(pid, 0)
+    print(f"{pid} reaped", flush=True)
+"""
+KILLS = 12
+
+
+class SaverServer:
+    """The fork server above and the lines it and its children print, by process id."""
+
+    def __init__(self, log):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT,
+               "CUDA_VISIBLE_DEVICES": ""}
+        self.log = open(log, "w")
+        self.process = subprocess.Popen([sys.executable, "-c", SAVER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                        env=env, cwd=ROOT)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_for(0, "server", timeout=300)
+
+    def _read(self):
+        for line in self.process.stdout:
+            if line.endswith("\n"):  # a line cut by a kill is not counted
+                self.lines.put(line.split())
+        self.lines.put(None)
+
+    def wait_for(self, pid, word, timeout=120):
+        """Lines of ``pid`` up to the one that is ``word``, as ``[word, args...]`` lists."""
+        seen, deadline = [], time.monotonic() + timeout
+        while True:
+            try:
+                words = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {word!r} from process {pid}: {seen[-5:]}") from None
+            if words is None:
+                raise AssertionError(f"the saver stopped: {self.log_tail()}")
+            if words and words[0] == str(pid):
+                seen.append(words[1:])
+                if words[1:2] == [word]:
+                    return seen
+            elif words[1:2] == ["child"] and word == "child":
+                return [["child", words[0]]]
+
+    def log_tail(self):
+        self.log.flush()
+        with open(self.log.name, encoding="utf-8", errors="replace") as log:
+            return log.read()[-3000:]
+
+    def start(self, path, first):
+        self.process.stdin.write(f"{path} {first}\n")
+        self.process.stdin.flush()
+        return int(self.wait_for(None, "child")[0][1])
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def _versions(lines, kind):
+    return [int(words[1]) for words in lines if len(words) == 2 and words[0] == kind]
+
+
+def _version_in(path):
+    """The version stored in a complete file: every weight of the model equals it."""
+    weights = kresnet.load(path, compile=False).get_weights()
+    values = {float(v) for w in weights for v in np.unique(w)}
+    assert len(values) == 1, f"{path} mixes versions {sorted(values)[:5]}"
+    return int(values.pop())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the saving processes are forked")
+def test_a_killed_save_leaves_the_old_or_the_new_file(tmp_path):
+    """SIGKILL a process that saves the same path over and over, at random moments: the
+    path then holds a complete file (the last completed save, or the one being renamed when
+    the kill came), never a partial one; temporary files keep their recognisable names."""
+    rng = random.Random(os.environ.get("KRESNET_KILL_SEED"))
+    started = time.monotonic()
+    folder = tmp_path / "target"
+    path = str(folder / "model.keras")
+    server = SaverServer(tmp_path / "saver.log")
+    current = None  # the version in the file after the last kill
+    completed_saves = interrupted_writes = 0
+    try:
+        for kill in range(KILLS):
+            pid = server.start(path, 1 + 1000 * kill)
+            lines = server.wait_for(pid, "ready")
+            time.sleep(rng.uniform(0.0, 0.5))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                raise AssertionError(f"the saving process ended by itself: "
+                                     f"{server.log_tail()}") from None
+            lines += server.wait_for(pid, "reaped")
+            done, begun = _versions(lines, "saved"), _versions(lines, "saving")
+            completed_saves += len(done)
+            others = sorted(set(os.listdir(folder)) - {"model.keras"}) \
+                if os.path.isdir(folder) else []
+            for name in others:
+                match = kio.TEMPORARY.match(name)
+                assert match and match.group("target") == "model.keras", name
+                os.remove(folder / name)  # what a killed save leaves behind
+            interrupted_writes += bool(others)
+            if not os.path.exists(path):
+                assert current is None and not done, (kill, done)
+                continue
+            found = _version_in(path)
+            # The last completed save, or the next one if its rename beat the kill.
+            allowed = {done[-1], done[-1] + 1} if done else {current, begun[0] if begun else 0}
+            assert found in allowed and found in set(begun) | {current}, \
+                (kill, found, done[-3:], begun[-3:])
+            current = found
+    finally:
+        server.close()
+    print(f"{KILLS} kills, {completed_saves} completed saves, {interrupted_writes} kills "
+          f"during a write, {time.monotonic() - started:.1f} s")
+    assert completed_saves >= KILLS, "too few saves happened to test anything"
+    assert interrupted_writes >= 1, "no kill landed during a write"
