@@ -15,7 +15,8 @@ def main(paths):
     for path in paths:
         model = keras.saving.load_model(path, safe_mode=True)
         assert "kresnet" not in sys.modules, "kresnet was imported while loading"
-        np.save(f"{path}.out.npy", np.asarray(model(np.load(f"{path}.in.npy"), training=False)))
+        outputs = model(np.load(f"{path}.in.npy"), training=False)
+        np.save(f"{path}.out.npy", keras.ops.convert_to_numpy(outputs))
         with open(f"{path}.names.txt", "w", encoding="utf-8") as names:
             names.write("\n".join(layer.name for layer in model.layers))
         keras.backend.clear_session()

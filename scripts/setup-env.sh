@@ -1,5 +1,7 @@
-# Sourced by demo.sh and test.sh: make .venv with kresnet and its test extras, and Graphviz.
-# Re-running is fast: pip runs again only when setup.cfg or pyproject.toml changed.
+# Sourced by demo.sh and test.sh: make .venv with kresnet, its test and export extras, JAX and
+# PyTorch (the tests run kresnet on those Keras back ends too), and Graphviz.
+# Re-running is fast: pip runs again only when setup.cfg, pyproject.toml or the pins changed.
+# KRESNET_BACKENDS=0 leaves JAX and PyTorch out (their tests are then skipped).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,11 +11,18 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 STAMP=.venv/.kresnet-installed
-WANT="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
+EXTRAS="test,export"
+# Exact pins, not kresnet[backends]' ranges: torch==2.13.0 is a CPU build here, where an
+# unpinned torch would pull several GB of CUDA libraries.
+PINS=()
+if [ "${KRESNET_BACKENDS:-1}" != 0 ]; then
+    PINS=(jax==0.10.2 torch==2.13.0)
+fi
+WANT="$( (cat setup.cfg pyproject.toml; echo "$EXTRAS ${PINS[*]}") | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-    echo "[setup] installing kresnet[test] into .venv (first run takes a minute or two)"
+    echo "[setup] installing kresnet[$EXTRAS] ${PINS[*]} into .venv (first run takes a minute or two)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]" "${PINS[@]}"
     echo "$WANT" > "$STAMP"
 fi
 if ! command -v dot >/dev/null 2>&1; then
