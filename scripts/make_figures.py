@@ -72,7 +72,7 @@ FIGURES = {
     "resnet18": lambda: kresnet.create_resnet((224, 224, 3), 1000, 18, head="fc"),
 }
 #: Figures drawn with :func:`kresnet.plot_blocks`, one box per block.
-COMPACT = {"resnet152_blocks": lambda: kresnet.ResNet152()}
+COMPACT = {"resnet152_blocks": lambda: kresnet.ResNet152(name="resnet152_blocks")}
 
 
 def make_figures(out=DEFAULT_OUT, names=None):
