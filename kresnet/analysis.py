@@ -5,6 +5,8 @@ import re
 
 import keras
 
+from kresnet.features import stem_prefix
+
 
 def _spatial(shape, data_format):
     dims = shape[2:4] if data_format == "channels_first" else shape[1:3]
@@ -50,10 +52,7 @@ _STEM = re.compile(r"^(?:conv1|bn_conv1|pool1)")
 
 
 def _prefix(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            return re.sub(r"conv1[a-c]?$", "", layer.name)
-    return ""
+    return stem_prefix(model) or ""
 
 
 def _group(name):

@@ -4,15 +4,20 @@ import math
 
 from keras import layers
 
+from kresnet import naming
+
+
+def stem_prefix(model):
+    """The ``name_prefix`` the model was built with, read off its first conv; None for a
+    model without a kresnet stem."""
+    conv = next((layer for layer in model.layers if isinstance(layer, layers.Conv2D)), None)
+    return None if conv is None else naming.prefix_of(conv.name)
+
 
 def _stem_prefix(model):
-    """The ``name_prefix`` the model was built with, read off its first stem conv."""
-    for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
-            for stem in ("conv1", "conv1a"):
-                if layer.name.endswith(stem):
-                    return layer.name[: -len(stem)]
-            break
+    prefix = stem_prefix(model)
+    if prefix is not None:
+        return prefix
     raise ValueError(f"Model {model.name!r} has no kresnet stem (conv1 or conv1a): "
                      "feature_maps reads kresnet's layer names.")
 

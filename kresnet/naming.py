@@ -225,6 +225,19 @@ def input_name(prefix=""):
     return f"{prefix}{INPUT}"
 
 
+def prefix_of(stem_conv_name):
+    """The ``name_prefix`` of a model whose first conv is ``stem_conv_name`` (``conv1`` or
+    the deep stem's ``conv1a``, prefixed), or None for a name of no kresnet stem.
+
+    >>> prefix_of("left_conv1"), prefix_of("conv1a"), prefix_of("conv2d")
+    ('left_', '', None)
+    """
+    for stem in (StemNames().conv(), StemNames().conv("a")):
+        if stem_conv_name.endswith(stem):
+            return stem_conv_name[: -len(stem)]
+    return None
+
+
 def model_name(depth, prefix=""):
     """Default model name: ``resnet50``, or ``left_resnet50`` with a prefix.
 
