@@ -24,7 +24,8 @@ def pool(x, pooling, options):
 def fc_head(x, classes, activation, options):
     """Global average pooling and one Dense layer ``fc{classes}`` (``fc1000`` in Caffe)."""
     x = pool(x, "avg", options)
-    return options.dense(x, classes, activation, HeadNames(options.name_prefix).fc(classes))
+    return options.classifier(x, classes, activation,
+                              HeadNames(options.name_prefix).fc(classes))
 
 
 def tutorial_head(x, classes, activation, options, dropout=TUTORIAL_DROPOUT,
@@ -36,7 +37,7 @@ def tutorial_head(x, classes, activation, options, dropout=TUTORIAL_DROPOUT,
     x = layers.Dropout(dropout, name=names.dropout_hidden)(x)
     x = options.dense(x, fc_units, "relu", names.hidden)
     x = layers.Dropout(dropout, name=names.dropout_final)(x)
-    return options.dense(x, classes, activation, names.final)
+    return options.classifier(x, classes, activation, names.final)
 
 
 def build_head(x, head, classes, activation, pooling, options, dropout=TUTORIAL_DROPOUT,

@@ -94,6 +94,13 @@ class Options:
         return layers.Dense(units, activation=activation, kernel_regularizer=self.regularizer(),
                             name=name)(x)
 
+    def classifier(self, x, units, activation, name):
+        """The last Dense layer; float32 under a mixed-precision policy, so that a softmax
+        in float16 cannot round probabilities near 0 and 1 (Keras' mixed-precision guide)."""
+        mixed = keras.config.dtype_policy().name.startswith("mixed_")
+        return layers.Dense(units, activation=activation, kernel_regularizer=self.regularizer(),
+                            dtype="float32" if mixed else None, name=name)(x)
+
     @staticmethod
     def relu(x, name):
         return layers.Activation("relu", name=name)(x)

@@ -187,3 +187,23 @@ def test_block_functions_take_the_variant_options():
         kresnet.conv_block(keras.Input((8, 8, 512)), 3, [64, 64, 256], 2, "a", shortcut="A")
     z = kresnet.identity_block(keras.Input((8, 8, 32)), 3, [8, 8, 32], 2, "b", preact=True)
     assert z._keras_history.operation.name == "res2b"
+
+
+@pytest.mark.parametrize("head", ["fc", "tutorial"])
+def test_classifier_stays_float32_under_a_mixed_precision_policy(head):
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kresnet.create_resnet((32, 32, 3), 4, depth=18, head=head, widths=(4, 8, 16, 32),
+                                      stem_width=4)
+    finally:
+        keras.config.set_dtype_policy(before)
+    classifier = model.layers[-1]
+    assert classifier.name == ("fc4" if head == "fc" else "fc_final")
+    assert classifier.dtype_policy.name == "float32"
+    assert model.get_layer("res2a_branch2a").dtype_policy.name == "mixed_bfloat16"
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    assert keras.ops.convert_to_numpy(model(x)).dtype == np.float32
+    plain = kresnet.create_resnet((32, 32, 3), 4, depth=18, head=head, widths=(4, 8, 16, 32),
+                                  stem_width=4)
+    assert plain.layers[-1].dtype_policy.name == "float32"  # unchanged without a policy
