@@ -1,4 +1,4 @@
-"""The ``kresnet`` command: summaries, Table 1, pictures, operation counts and export.
+"""The ``kresnet`` command: summaries, Table 1, pictures, operation counts, export, training.
 
 Run ``kresnet --help`` (or ``python -m kresnet --help``). Bad arguments exit with status 2
 and a one-line message.
@@ -98,6 +98,18 @@ def _export(args):
     print(kresnet.export(model, args.output, format=args.format))
 
 
+def _train(arguments):
+    """Run scripts/train.py of the source checkout that this package was installed from."""
+    import subprocess  # noqa: PLC0415
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "scripts", "train.py")
+    if not os.path.isfile(script):
+        raise RuntimeError(f"`kresnet train` runs scripts/train.py of a source checkout "
+                           f"(pip install -e), and there is none at {script}")
+    return subprocess.call([sys.executable, script, *arguments])
+
+
 def parser():
     """The argument parser of the ``kresnet`` command.
 
@@ -129,6 +141,10 @@ def parser():
     export = command("export", _export, "export a model for inference (ONNX or SavedModel)")
     export.add_argument("-o", "--output", required=True, help="file or folder to write")
     export.add_argument("--format", default="onnx", choices=["onnx", "savedmodel"])
+    train = commands.add_parser(
+        "train", add_help=False, help="train on digits, CIFAR-10 or an image folder "
+        "(scripts/train.py; `kresnet train --help` lists its options)")
+    train.add_argument("arguments", nargs=argparse.REMAINDER)  # for the listing; see main
     return main
 
 
@@ -148,6 +164,13 @@ def _import_quietly():
 
 def main(argv=None):
     """Entry point of the ``kresnet`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # every argument, --help included, is the script's
+        try:
+            return _train(argv[1:])
+        except RuntimeError as error:
+            print(f"{PROGRAM} train: error: {error}", file=sys.stderr)
+            return 2
     args = parser().parse_args(argv)
     try:
         _import_quietly()

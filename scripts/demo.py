@@ -5,13 +5,12 @@ Run it through ``scripts/demo.sh`` (which sets everything up), or directly in th
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 
-import keras
 import numpy as np
 
 import kresnet
@@ -45,30 +44,22 @@ def build_plot_save_reload(out):
         raise SystemExit("reloaded model gives different outputs")
 
 
-def digits(seed=0):
-    """scikit-learn's bundled 8x8 digits, upsampled 4x to 32x32, split 1,437 / 360."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = np.repeat(np.repeat(data.images.astype("float32") / 16.0, 4, 1), 4, 2)[..., None]
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], data.target[order]
-    return (x[:1437], y[:1437]), (x[1437:], y[1437:])
-
-
-def train(epochs):
-    """A short real run: ResNet-18 (tutorial head) on handwritten digits."""
-    (x_train, y_train), (x_test, y_test) = digits()
-    keras.utils.set_random_seed(0)
-    model = kresnet.create_resnet((32, 32, 1), n_classes=10, depth=18)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    print(f"\ntraining {model.name} on digits: {len(x_train)} train, {len(x_test)} test images")
-    start = time.time()
-    model.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=2)
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    print(f"test accuracy after {epochs} epochs: {accuracy:.1%} ({time.time() - start:.0f} s)")
-    return accuracy
+def train(out, epochs):
+    """A short version of the training run of docs/training.md, through scripts/train.py."""
+    folder = os.path.join(out, "train")
+    if os.path.exists(os.path.join(folder, "checkpoints")):
+        shutil.rmtree(folder)  # the demo starts afresh; train.py never overwrites a run
+    command = [sys.executable, os.path.join(HERE, "train.py"), "--model", "resnet18",
+               "--config", "stem=cifar", "--width", "32", "--epochs", str(epochs),
+               "--verbose", "2", "--out", folder]
+    print("\n$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+    with open(os.path.join(folder, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    print(f"test accuracy after {epochs} epochs: {metrics['test_accuracy']:.1%} "
+          f"({metrics['train_seconds_all_epochs']:.0f} s of training); history.csv, "
+          f"curves.png, best.keras and metrics.json are in {folder}")
+    return metrics["test_accuracy"]
 
 
 def main(argv=None):
@@ -78,7 +69,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     build_plot_save_reload(args.out)
-    accuracy = train(args.epochs)
+    accuracy = train(args.out, args.epochs)
     if accuracy < 0.9:
         raise SystemExit(f"training reached only {accuracy:.1%} test accuracy")
 

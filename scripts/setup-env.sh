@@ -1,4 +1,4 @@
-# Sourced by demo.sh and test.sh: make .venv with kresnet, its test and export extras, JAX and
+# Sourced by demo.sh and test.sh: make .venv with kresnet, its test, export and train extras, JAX and
 # PyTorch (the tests run kresnet on those Keras back ends too), and Graphviz.
 # Re-running is fast: pip runs again only when setup.cfg, pyproject.toml or the pins changed.
 # KRESNET_BACKENDS=0 leaves JAX and PyTorch out (their tests are then skipped).
@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 STAMP=.venv/.kresnet-installed
-EXTRAS="test,export"
+EXTRAS="test,export,train"
 # Exact pins, not kresnet[backends]' ranges: torch==2.13.0 is a CPU build here, where an
 # unpinned torch would pull several GB of CUDA libraries.
 PINS=()

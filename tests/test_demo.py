@@ -19,5 +19,7 @@ def test_demo_runs_end_to_end(tmp_path):
     accuracy = float(result.stdout.split("test accuracy after 4 epochs: ")[1].split("%")[0])
     assert accuracy >= 95.0
     assert (tmp_path / "resnet50.keras").stat().st_size > 90 * 2**20
+    for name in ("history.csv", "curves.png", "best.keras", "metrics.json"):
+        assert (tmp_path / "train" / name).exists(), name
     if shutil.which("dot"):
         assert (tmp_path / "resnet50.png").exists() and (tmp_path / "resnet50.svg").exists()
