@@ -57,6 +57,11 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
 #: Temporaries of kresnet.save and write_atomically: ``.{target}.{random or pid}.part[.keras]``.
 PARTIAL = re.compile(r"\..+\.[0-9a-f]+\.part(\.keras)?")
+#: What a resumed run must repeat: the model, data, optimizer and schedule of the first call.
+#: (--epochs may grow; --strategy, --cpu-replicas, --verbose and --out are free.)
+RESUME_FIXED = ("model", "config", "width", "dataset", "image_size", "limit", "batch_size",
+                "optimizer", "lr", "momentum", "weight_decay", "schedule", "patience", "augment",
+                "mixed_precision", "seed")
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
@@ -164,8 +169,37 @@ class Data:
         return tuple(_count(part) for part in (self.train, self.val, self.test))
 
 
+class Files:
+    """Image files with their labels; tf.data reads, decodes and resizes them when used."""
+
+    def __init__(self, paths, labels, size):
+        self.paths = np.asarray(paths, dtype=str)
+        self.labels = np.asarray(labels, dtype="int64")
+        self.size = tuple(size)
+
+    def __getitem__(self, part):
+        return Files(self.paths[part], self.labels[part], self.size)
+
+
+def read_image(path, size):
+    """What Keras' image_dataset_from_directory does to a file: decode as RGB, resize."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, size)
+    image.set_shape(tuple(size) + (3,))
+    return image
+
+
 def _count(part):
-    return len(part[1]) if isinstance(part, tuple) else int(part.cardinality())
+    return len(part[1]) if isinstance(part, tuple) else len(part.labels)
+
+
+def as_dataset(part):
+    """(float32 image, int64 label) pairs of a part, in its order."""
+    if isinstance(part, tuple):
+        return tf.data.Dataset.from_tensor_slices((part[0], part[1])).map(
+            lambda x, y: (tf.cast(x, "float32"), y))
+    return tf.data.Dataset.from_tensor_slices((part.paths, part.labels)).map(
+        lambda path, y: (read_image(path, part.size), y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _split(n, fractions, seed=SPLIT_SEED):
@@ -296,38 +330,40 @@ def _check_images(files):
             raise TrainingError(f"folder: cannot decode image {file!r}: {reason}") from None
 
 
-def load_folder(path, image_size, seed):
-    """One sub-folder per class; 70/10/20 train/validation/test by a fixed-seed shuffle."""
+def load_folder(path, image_size):
+    """One sub-folder per class; 70/10/20 train/validation/test by a fixed-seed shuffle.
+
+    Keras' ``image_dataset_from_directory`` finds the classes and makes the split; the
+    training files are then read in an order of our own (by seed and epoch, as for the
+    in-memory sets) and the held-out files, in Keras' fixed order, are cut in two.
+    """
     path = os.path.expanduser(path)
     found = _class_images(path)
     files = [f for names in found.values() for f in names]
     _check_images(files)
-    held_out = VALIDATION_FRACTION + TEST_FRACTION
-    if round(len(files) * held_out) < 2:
+    held_out = round(VALIDATION_FRACTION + TEST_FRACTION, 6)
+    if int(len(files) * held_out) < 2:  # Keras holds out int(n * split) files
         raise TrainingError(f"folder: {path!r} holds {len(files)} images, too few to split "
                             "into training, validation and test sets")
     train, rest = keras.utils.image_dataset_from_directory(
         path, labels="inferred", label_mode="int", class_names=list(found), batch_size=None,
         image_size=image_size, shuffle=True, seed=SPLIT_SEED, validation_split=held_out,
         subset="both", verbose=False)
-    n_rest = len(rest.file_paths)
-    n_val = max(1, int(round(n_rest * VALIDATION_FRACTION / held_out)))
-    # `rest` keeps one fixed order (Keras does not shuffle a validation subset): cut it in two.
-    val, test = rest.take(n_val), rest.skip(n_val)
-    train = _labelled(train, len(train.file_paths))
-    val, test = _labelled(val, n_val), _labelled(test, n_rest - n_val)
-    data = Data(f"folder:{path}", train, val, test, len(found), tuple(image_size) + (3,))
+    index = {name: i for i, name in enumerate(found)}
+
+    def files_of(paths):
+        labels = [index[os.path.relpath(p, path).split(os.sep)[0]] for p in paths]
+        return Files(paths, labels, image_size)
+
+    rest = files_of(rest.file_paths)
+    n_val = max(1, int(round(len(rest.paths) * VALIDATION_FRACTION / held_out)))
+    data = Data(f"folder:{path}", files_of(train.file_paths), rest[:n_val], rest[n_val:],
+                len(found), tuple(image_size) + (3,))
     data.class_names = list(found)
     return data
 
 
-def _labelled(dataset, n):
-    # int64 labels as for the in-memory sets; a known length for steps per epoch.
-    dataset = dataset.map(lambda x, y: (x, tf.cast(y, "int64")))
-    return dataset.apply(tf.data.experimental.assert_cardinality(n))
-
-
-def load_data(spec, image_size, seed):
+def load_data(spec, image_size):
     kind, sep, path = spec.partition(":")
     if kind == "digits" and not sep:
         if image_size is not None:
@@ -338,26 +374,25 @@ def load_data(spec, image_size, seed):
             raise TrainingError("--image-size applies to folder:PATH only (CIFAR-10 is 32x32)")
         return load_cifar10(path)
     if kind == "folder" and path:
-        return load_folder(path, image_size or (224, 224), seed)
+        return load_folder(path, image_size or (224, 224))
     raise TrainingError(f"--dataset must be digits, cifar10:PATH or folder:PATH; got {spec!r}")
 
 
 def limit(data, n):
-    if n is None:
-        return data
-    if isinstance(data.train, tuple):
-        data.train = tuple(a[:n] for a in data.train)
-    else:
-        data.train = data.train.take(n)
+    """Keep the first ``n`` training images (the split already shuffled them)."""
+    if n is not None:
+        data.train = tuple(a[:n] for a in data.train) if isinstance(data.train, tuple) \
+            else data.train[:n]
     return data
 
 
-def channel_moments(train, samples=2000):
-    """Per-channel mean and variance of (up to ``samples``) training images."""
+def channel_moments(train, samples=10000):
+    """Per-channel mean and variance of the first ``samples`` training images."""
     if isinstance(train, tuple):
-        x = train[0][:samples * 10].astype("float64")
+        x = train[0][:samples].astype("float64")
     else:
-        x = np.stack([image.numpy() for image, _ in train.take(samples)]).astype("float64")
+        x = np.stack([image.numpy() for image, _ in as_dataset(train[:samples])])
+        x = x.astype("float64")
     axes = tuple(range(x.ndim - 1))
     return x.mean(axis=axes), np.maximum(x.var(axis=axes), 1e-6)
 
@@ -383,44 +418,37 @@ def augmentation(kind, image_shape):
 def train_stream(train, batch, seed, first_epoch, epochs, augment):
     """Batches of epochs ``first_epoch`` .. ``epochs - 1``, and the steps of one epoch.
 
-    For in-memory data (digits, cifar10) an epoch's order and augmentation depend on the
-    seed and the epoch number only, so a resumed run sees the batches that an uninterrupted
-    one would have seen. A folder streams from disk, reshuffled by Keras' loader each epoch.
+    An epoch's order and augmentation depend on the seed and the epoch number only, so a
+    resumed run sees the batches that an uninterrupted one would have seen.
     """
+    n = _count(train)
     if isinstance(train, tuple):
         images, labels = tf.constant(train[0]), tf.constant(train[1])
-        n = len(train[1])
 
-        def epoch(e):
-            key = tf.stack([tf.constant(seed, tf.int64), e])
-            order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
-            return tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64)).map(
-                lambda i: (i, (images[i], labels[i])))
+        def item(i):
+            return tf.cast(images[i], "float32"), labels[i]
     else:
-        n = _count(train)
+        paths, labels, size = tf.constant(train.paths), tf.constant(train.labels), train.size
 
-        def epoch(e):
-            return train.enumerate()
+        def item(i):
+            return read_image(paths[i], size), labels[i]
 
-    def pipeline(e):
-        ds = epoch(e)
-        ds = ds.map(lambda i, xy: (i, (tf.cast(xy[0], "float32"), xy[1])),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+    def epoch(e):
+        key = tf.stack([tf.constant(seed, tf.int64), e])
+        order = tf.cast(tf.argsort(tf.random.stateless_uniform([n], seed=key)), tf.int64)
+        ds = tf.data.Dataset.from_tensor_slices(order).map(
+            lambda i: (i, item(i)), num_parallel_calls=tf.data.AUTOTUNE)
         if augment is not None:
             ds = ds.map(lambda i, xy: (i, (augment(xy[0], tf.stack([e, i])), xy[1])),
                         num_parallel_calls=tf.data.AUTOTUNE)
         return ds.map(lambda i, xy: xy).batch(batch, drop_remainder=True)
 
-    stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(pipeline)
+    stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch)
     return _sharded(stream).prefetch(tf.data.AUTOTUNE), n // batch
 
 
 def eval_stream(part, batch):
-    if isinstance(part, tuple):
-        ds = tf.data.Dataset.from_tensor_slices((part[0].astype("float32"), part[1]))
-    else:
-        ds = part.map(lambda x, y: (tf.cast(x, "float32"), y)).cache()
-    return _sharded(ds.batch(batch)).prefetch(tf.data.AUTOTUNE)
+    return _sharded(as_dataset(part).batch(batch)).prefetch(tf.data.AUTOTUNE)
 
 
 def _sharded(dataset):
@@ -455,11 +483,11 @@ def make_strategy(name, cpu_replicas):
     if name == "auto":
         name = ("multiworker" if tasks > 1 else
                 "mirrored" if len(gpus) > 1 or (not gpus and cpu_replicas > 1) else "one")
+    if cpu_replicas > 1 and name == "one":
+        raise TrainingError("--cpu-replicas needs --strategy mirrored, multiworker or auto")
     if cpu_replicas > 1 and gpus:
         raise TrainingError("--cpu-replicas applies to machines without GPUs; with GPUs, "
                             "mirrored uses every GPU")
-    if cpu_replicas > 1 and name == "one":
-        raise TrainingError("--cpu-replicas needs --strategy mirrored, multiworker or auto")
     if cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -507,13 +535,13 @@ def patch_keras_for_multiworker(model, example):
 
 # -- the model ------------------------------------------------------------------------------
 
-def model_options(args, stages):
+def model_options(args, stages, preset_stem=None):
     options = dict(args.config)
     if args.width is not None:
         if "widths" in options or "stem_width" in options:
             raise TrainingError("give --width or --config widths=/stem_width=, not both")
         options["widths"] = tuple(args.width * 2 ** i for i in range(stages))
-        deep = options.get("stem") == "deep"
+        deep = options.get("stem", preset_stem) == "deep"
         options["stem_width"] = (args.width // 2, args.width // 2, args.width) if deep \
             else args.width
     return options
@@ -526,14 +554,15 @@ def build_model(args, data, mean, variance):
                                    name="normalize")(inputs)
     config = args.config_dict
     if args.model == "create_resnet":
-        blocks = config.get("blocks") or kresnet.DEPTHS[config.get("depth", 50)].blocks
+        row = kresnet.DEPTHS.get(config.get("depth", 50))  # a bad depth: create_resnet says so
+        blocks = config.get("blocks") or (row.blocks if row else (0,) * 4)
         return kresnet.create_resnet(data.image_shape, data.classes, input_tensor=x,
                                      **model_options(args, len(blocks)))
     preset = kresnet.PRESETS[args.model]
     blocks = config.get("blocks") or preset.options.get("blocks") or \
         kresnet.DEPTHS[preset.depth].blocks
     return kresnet.build(args.model, input_tensor=x, classes=data.classes,
-                         **model_options(args, len(blocks)))
+                         **model_options(args, len(blocks), preset.options.get("stem")))
 
 
 def make_optimizer(args, steps_per_epoch):
@@ -659,7 +688,8 @@ class Run:
             raise TrainingError(f"{pointer!r} is damaged ({error}); move it away to start "
                                 "afresh") from None
         if not os.path.isfile(checkpoint):
-            raise TrainingError(f"{pointer!r} names {checkpoint!r}, which is missing")
+            raise TrainingError(f"{pointer!r} names {checkpoint!r}, which is missing; move "
+                                f"{self.checkpoints!r} away to start afresh")
         state["checkpoint_path"] = checkpoint
         return state
 
@@ -684,7 +714,7 @@ class Run:
 
 
 def _plain(value):
-    return "" if value is None else round(value, 6) if isinstance(value, float) else value
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else value
 
 
 def write_atomically(path, data):
@@ -712,15 +742,18 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.time()
+        # The rate this epoch starts with (a plateau cut at its end applies to the next).
+        self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch, logs=None):
         run, state = self.run, self.run.state
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                "seconds": time.time() - self.started}
-        row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row["lr"] = self.lr
         state["history"].append(row)
         state["epoch"] = epoch + 1
         state["callbacks"] = {k: c.state() for k, c in run.stateful.items()}
+        state["stopped"] = bool(self.model.stop_training)  # set by EarlyStopping before us
         best = state["best"]
         improved = best is None or row.get("val_accuracy", 0.0) > best["val_accuracy"]
         if improved:
@@ -791,6 +824,39 @@ def check_args(args):
         "crop" if args.dataset == "digits" else "crop-flip")
 
 
+def fixed_args(args):
+    """The arguments a resumed run must repeat, as JSON would store them, and --epochs."""
+    fixed = {key: getattr(args, key) for key in RESUME_FIXED + ("epochs",)}
+    return json.loads(json.dumps(fixed))
+
+
+def check_resume(args, previous):
+    """The epoch to resume from, after checking that ``args`` continue ``previous``'s run."""
+    if previous.get("stopped"):
+        raise TrainingError(f"{args.out!r} stopped early at epoch {previous['epoch']} "
+                            f"(--patience {previous['args']['patience']}); nothing to resume")
+    if previous["epoch"] >= args.epochs:
+        raise TrainingError(f"{args.out!r} already finished {previous['epoch']} epochs; "
+                            "raise --epochs above it to train on")
+    now = fixed_args(args)
+    for key in RESUME_FIXED:
+        if key in previous["args"] and previous["args"][key] != now[key]:
+            option = "--" + key.replace("_", "-")
+            raise TrainingError(f"{args.out!r} was started with {option} "
+                                f"{previous['args'][key]!r}, this call has {now[key]!r}: a "
+                                "resumed run keeps its settings (repeat them, or use a new "
+                                "--out)")
+    return previous["epoch"]
+
+
+def same_on_every_worker(strategy, value):
+    """Whether every replica of every worker holds the same number ``value``."""
+    stats = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([float(value), float(value) ** 2, 1.0]))
+    total, squares, count = strategy.reduce("SUM", stats, axis=None).numpy()
+    return abs(squares * count - total ** 2) <= 1e-6 * max(1.0, total ** 2)
+
+
 def train(args):
     """Run training as ``args`` says; return the metrics dict written to metrics.json."""
     check_args(args)
@@ -813,21 +879,26 @@ def train(args):
     if args.mixed_precision:
         gpu = bool(tf.config.list_physical_devices("GPU"))
         keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
-    data = limit(load_data(args.dataset, args.image_size, args.seed), args.limit)
+    data = limit(load_data(args.dataset, args.image_size), args.limit)
     n_train = _count(data.train)
     if n_train < args.batch_size:
         raise TrainingError(f"--batch-size {args.batch_size} is larger than the "
                             f"{n_train} training images")
     keras.utils.set_random_seed(args.seed)
-    first_epoch = 0
+    first_epoch = 0 if previous is None else check_resume(args, previous)
+    if kind == "multiworker" and not same_on_every_worker(strategy, first_epoch):
+        raise TrainingError("the workers would start from different epochs: with --resume, "
+                            "--out must be storage that every worker reads (the chief's "
+                            "checkpoint)")
+    run.state["args"] = fixed_args(args)
     with strategy.scope():
-        if previous is not None and previous["epoch"] < args.epochs:
-            model = keras.saving.load_model(previous["checkpoint_path"])
+        if previous is not None:
+            try:
+                model = keras.saving.load_model(previous["checkpoint_path"])
+            except Exception as error:  # noqa: BLE001 - any failure means a bad checkpoint
+                raise TrainingError(f"cannot load the checkpoint {previous['checkpoint_path']!r}"
+                                    f": {str(error).splitlines()[0]}") from None
             run.state.update({k: previous[k] for k in ("epoch", "history", "callbacks", "best")})
-            first_epoch = previous["epoch"]
-        elif previous is not None:
-            raise TrainingError(f"{args.out!r} already finished {previous['epoch']} epochs; "
-                                f"raise --epochs above it to train on")
         else:
             mean, variance = channel_moments(data.train)
             try:
@@ -841,6 +912,12 @@ def train(args):
         if first_epoch == 0:
             model.compile(optimizer=make_optimizer(args, steps),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        elif args.schedule == "cosine" and args.epochs != previous["args"]["epochs"]:
+            # The decay was laid out over the old number of epochs: lay it over the new one.
+            model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
+                args.lr or DEFAULT_LR[args.optimizer], args.epochs * steps)
+            print(f"cosine schedule now spans {args.epochs} epochs (was "
+                  f"{previous['args']['epochs']})", flush=True)
     if kind == "multiworker":
         example = (np.zeros((1,) + data.image_shape, "float32"), np.zeros((1,), "int64"))
         patch_keras_for_multiworker(model, example)
@@ -862,6 +939,8 @@ def train(args):
     final_loss, final_accuracy = model.evaluate(test_ds, verbose=0)
     metrics = {"final_test_accuracy": float(final_accuracy), "final_test_loss": float(final_loss)}
     if is_chief:
+        if not os.path.exists(run.path("best.keras")):  # removed by hand since it was written
+            kresnet.save(model, run.path("best.keras"))
         best = keras.saving.load_model(run.path("best.keras"))
         best.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         test_loss, test_accuracy = best.evaluate(eval_stream(data.test, args.batch_size),

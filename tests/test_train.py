@@ -20,6 +20,9 @@ import tensorflow as tf
 
 from tests.conftest import ROOT
 
+# One pytest-xdist worker runs this file: its module fixtures are made once.
+pytestmark = pytest.mark.xdist_group("test_train")
+
 if keras.backend.backend() != "tensorflow":
     pytest.skip("scripts/train.py trains with tf.distribute on the TensorFlow back end",
                 allow_module_level=True)
@@ -103,7 +106,7 @@ def make_cifar(folder, n=20, archive=True, drop=None, replace=None):
 
 @pytest.mark.parametrize("archive", [True, False], ids=["archive", "folder"])
 def test_cifar10_reads_the_python_archive_and_its_folder(tmp_path, archive):
-    data = train.load_data(f"cifar10:{make_cifar(tmp_path, archive=archive)}", None, 0)
+    data = train.load_data(f"cifar10:{make_cifar(tmp_path, archive=archive)}", None)
     assert data.sizes() == (90, 10, 20) and data.image_shape == (32, 32, 3)
     expected = _cifar_batch(20, 5)  # test_batch: rows are R plane, G plane, B plane
     image = expected[b"data"][3].reshape(3, 32, 32).transpose(1, 2, 0)
@@ -139,7 +142,7 @@ def test_cifar10_errors_name_the_file(tmp_path, case, message):
                                                     drop="data_batch_4"),
     }[case]()
     with pytest.raises(train.TrainingError, match=message):
-        train.load_data(f"cifar10:{path}", None, 0)
+        train.load_data(f"cifar10:{path}", None)
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=15, size=12):
@@ -155,12 +158,25 @@ def make_folder(root, classes=("cat", "dog"), per_class=15, size=12):
 
 
 def test_folder_splits_by_class_folders(tmp_path):
-    data = train.load_data(f"folder:{make_folder(tmp_path)}", (16, 16), 0)
+    data = train.load_data(f"folder:{make_folder(tmp_path)}", (16, 16))
     assert data.sizes() == (21, 3, 6) and data.classes == 2 and data.class_names == ["cat",
                                                                                       "dog"]
-    images = [x.numpy() for part in (data.train, data.val, data.test) for x, _ in part]
-    assert images[0].shape == (16, 16, 3)
-    assert len({im.tobytes() for im in images}) == 30  # the three parts do not overlap
+    parts = (data.train, data.val, data.test)
+    pairs = [(x.numpy(), int(y)) for part in parts for x, y in train.as_dataset(part)]
+    assert pairs[0][0].shape == (16, 16, 3) and pairs[0][0].dtype == np.float32
+    assert len({x.tobytes() for x, _ in pairs}) == 30  # the three parts do not overlap
+    for x, y in pairs:  # labels follow the class folders (cat images are dark)
+        assert (x.mean() < 128) == (y == 0)
+    again = train.limit(train.load_data(f"folder:{tmp_path}", (16, 16)), 5)
+    assert list(again.train.paths) == list(data.train.paths[:5])  # a fixed subset
+
+
+def test_width_follows_the_presets_stem():
+    args = train.parser().parse_args(["--width", "16"])
+    assert train.model_options(args, 4) == {"widths": (16, 32, 64, 128), "stem_width": 16}
+    deep = train.model_options(args, 4, preset_stem="deep")
+    assert deep["stem_width"] == (8, 8, 16)
+    assert train.model_options(args, 3)["widths"] == (16, 32, 64)
 
 
 @pytest.mark.parametrize("case, message", [
@@ -181,7 +197,7 @@ def test_folder_errors_name_the_file(tmp_path, case, message):
     if case == "corrupt":
         (root / "dog" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     with pytest.raises(train.TrainingError, match=message):
-        train.load_data(f"folder:{root}", (16, 16), 0)
+        train.load_data(f"folder:{root}", (16, 16))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -254,7 +270,8 @@ def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
                        "--out", str(out)]) == 0
     assert keras.config.dtype_policy().name == before  # restored for whoever comes next
     model = keras.saving.load_model(out / "best.keras")
-    assert model.get_layer("res2a_branch2a").dtype_policy.name == "mixed_bfloat16"
+    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    assert model.get_layer("res2a_branch2a").dtype_policy.name == policy
     assert model.get_layer("fc10").dtype_policy.name == "float32"
 
 
@@ -268,7 +285,56 @@ def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
     assert "already holds a run (checkpoint of epoch 1): pass --resume" in capsys.readouterr().err
     assert train.main(argv + ["--resume"]) == 2  # nothing left to do at --epochs 1
     assert "already finished 1 epochs" in capsys.readouterr().err
+    assert train.main(argv + ["--resume", "--epochs", "2", "--lr", "0.01"]) == 2
+    assert "was started with --lr None, this call has 0.01: a resumed run keeps its " \
+        "settings" in capsys.readouterr().err
     assert (tmp_path / "run" / "best.keras").read_bytes() == before
+
+
+def test_resume_carries_plateau_and_early_stopping_counters(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--epochs", "2", "--limit", "64", "--batch-size", "32", "--width", "4",
+            "--config", "stem=cifar", "--schedule", "plateau", "--patience", "2",
+            "--verbose", "0", "--out", str(out)]
+    assert train.main(argv) == 0
+    state = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert set(state["callbacks"]) == {"plateau", "early_stopping"}
+    assert train.main(argv[:1] + ["3"] + argv[2:] + ["--resume"]) == 0
+    assert [row["epoch"] for row in read_history(out)] == ["1", "2", "3"]
+    resumed = json.loads((out / "checkpoints" / "latest.json").read_text())
+    best = max(float(row["val_accuracy"]) for row in read_history(out))
+    assert resumed["callbacks"]["early_stopping"]["best"] == pytest.approx(best)
+    capsys.readouterr()
+
+
+def test_restored_plateau_counters_act_on_the_next_epoch():
+    plateau = train._resumable(keras.callbacks.ReduceLROnPlateau,
+                               ("wait", "best", "cooldown_counter"))(
+        monitor="val_accuracy", mode="max", factor=0.5, patience=2, verbose=0,
+        restore={"wait": 1, "best": 0.9, "cooldown_counter": 0})
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    plateau.set_model(model)
+    plateau.on_train_begin()
+    assert (plateau.wait, plateau.best) == (1, 0.9)
+    plateau.on_epoch_end(0, {"val_accuracy": 0.5})  # the second epoch without progress
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == \
+        pytest.approx(0.05)
+    assert plateau.state() == {"wait": 0.0, "best": 0.9, "cooldown_counter": 0.0}
+
+
+def test_an_early_stopped_run_is_finished(tmp_path, capsys):
+    out = tmp_path / "run"
+    pointer = out / "checkpoints" / "latest.json"
+    argv = ["--epochs", "1", "--limit", "64", "--batch-size", "32", "--width", "4",
+            "--config", "stem=cifar", "--patience", "1", "--verbose", "0", "--out", str(out)]
+    assert train.main(argv) == 0
+    state = json.loads(pointer.read_text())
+    state["stopped"] = True
+    pointer.write_text(json.dumps(state))
+    assert train.main(["--epochs", "5"] + argv[2:] + ["--resume"]) == 2
+    assert "stopped early at epoch 1 (--patience 1); nothing to resume" in \
+        capsys.readouterr().err
 
 
 # -- checkpoints that survive, and resuming -------------------------------------------------
@@ -302,6 +368,10 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_continues(
     assert state["epoch"] in (1, 2)  # killed before the run finished
     model = keras.saving.load_model(os.path.join(out, "checkpoints", state["checkpoint"]))
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 19 * state["epoch"]
+    # What a kill during a save leaves: a partial temporary file, removed by the next run.
+    partial = os.path.join(out, "checkpoints", ".epoch-0009.keras.0123456789abcdef.part.keras")
+    with open(partial, "wb") as handle:
+        handle.write(b"PK\x03\x04 half a zip")
 
     result = run_script(*SMALL, "--epochs", "3", "--out", out, "--resume")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -312,7 +382,7 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_continues(
     # Same data order, same optimizer state: the curve continues where it was cut.
     for row, expected in zip(resumed, reference):
         for key in ("loss", "val_loss"):
-            assert float(row[key]) == pytest.approx(float(expected[key]), rel=0.02, abs=1e-3), \
+            assert float(row[key]) == pytest.approx(float(expected[key]), rel=1e-3, abs=1e-4), \
                 (row, expected)
     # The last checkpoint and its pointer only: older ones and partial files are gone.
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["epoch-0003.keras",
