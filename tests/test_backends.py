@@ -21,6 +21,9 @@ import pytest
 import kresnet
 from tests.conftest import _AUTOMATIC, ROOT
 
+# One pytest-xdist worker runs this file: its module fixtures are made once.
+pytestmark = pytest.mark.xdist_group("test_backends")
+
 CHECK = os.path.join(ROOT, "scripts", "backend_check.py")
 BACKENDS = {"jax": "jax", "torch": "torch"}  # back end -> package it needs
 #: Saved here, loaded under the other back ends.
@@ -82,7 +85,10 @@ def pipelines(tmp_path_factory, saved_here):
     pool.shutdown(wait=True)
 
 
-@pytest.fixture(scope="module", params=sorted(BACKENDS))
+# Function scope: reading a report is cheap, and a module-scoped parametrised fixture is set
+# up again whenever its parameters interleave (as they may under pytest-xdist), restarting
+# both pipelines (about 100 s).
+@pytest.fixture(params=sorted(BACKENDS))
 def run(request, pipelines):
     """The report of one back end's check, after its loader ran too."""
     backend = request.param

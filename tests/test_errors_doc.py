@@ -13,6 +13,9 @@ import kresnet
 from tests.conftest import ROOT
 from tests.test_io import FILE_CASES, FILE_MESSAGES
 
+# One pytest-xdist worker runs this file: its module fixtures are made once.
+pytestmark = pytest.mark.xdist_group("test_errors_doc")
+
 DOC = os.path.join(ROOT, "docs", "errors.md")
 DASH = "—"
 

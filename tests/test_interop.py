@@ -7,6 +7,9 @@ import pytest
 import kresnet
 from kresnet import interop
 
+# One pytest-xdist worker runs this file: its module fixtures are made once.
+pytestmark = pytest.mark.xdist_group("test_interop")
+
 APPS = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2"]
 
 

@@ -19,6 +19,9 @@ import kresnet
 from kresnet import io as kio
 from tests.conftest import ROOT
 
+# One pytest-xdist worker runs this file: its module fixtures are made once.
+pytestmark = pytest.mark.xdist_group("test_io")
+
 
 def tiny(n_classes=3, **options):
     return kresnet.create_resnet((32, 32, 3), n_classes, blocks=(1,), widths=(4,),

@@ -7,6 +7,9 @@ import kresnet
 from kresnet import naming
 from tests.conftest import automatic_names
 
+# One pytest-xdist worker runs this file: its module fixtures are made once.
+pytestmark = pytest.mark.xdist_group("test_naming")
+
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 

@@ -7,7 +7,9 @@ import pytest
 
 import kresnet
 
-pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is missing")
+# One pytest-xdist worker runs this file: its module fixtures are made once.
+pytestmark = [pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is missing"),
+              pytest.mark.xdist_group("test_plot")]
 
 PNG_LIMIT = 32767
 
