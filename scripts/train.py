@@ -671,6 +671,7 @@ class Run:
         self.checkpoints = os.path.join(out, CHECKPOINTS)
         self.state = {"epoch": 0, "history": [], "callbacks": {}, "best": None}
         self.stateful = {}
+        self.title = ""  # of the curves: model and data set
 
     def path(self, *names):
         return os.path.join(self.out, *names)
@@ -771,10 +772,10 @@ class Checkpointer(keras.callbacks.Callback):
             if re.fullmatch(r"epoch-\d+\.keras", old) and old != name:
                 os.remove(os.path.join(run.checkpoints, old))
         run.write_history()
-        draw_curves(state["history"], run.path("curves.png"))
+        draw_curves(state["history"], run.path("curves.png"), run.title)
 
 
-def draw_curves(history, path):
+def draw_curves(history, path, title=""):
     """Loss and accuracy, training and validation, per epoch, as a PNG (needs matplotlib)."""
     try:
         import matplotlib  # noqa: PLC0415
@@ -794,6 +795,7 @@ def draw_curves(history, path):
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.suptitle(title)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -866,6 +868,7 @@ def train(args):
         raise TrainingError(f"{args.out!r} already holds a run (checkpoint of epoch "
                             f"{previous['epoch']}): pass --resume to continue it, or choose "
                             "another --out")
+    first_epoch = 0 if previous is None else check_resume(args, previous)
     strategy, kind = make_strategy(args.strategy, args.cpu_replicas)
     replicas = strategy.num_replicas_in_sync
     if args.batch_size % replicas:
@@ -885,12 +888,12 @@ def train(args):
         raise TrainingError(f"--batch-size {args.batch_size} is larger than the "
                             f"{n_train} training images")
     keras.utils.set_random_seed(args.seed)
-    first_epoch = 0 if previous is None else check_resume(args, previous)
     if kind == "multiworker" and not same_on_every_worker(strategy, first_epoch):
         raise TrainingError("the workers would start from different epochs: with --resume, "
                             "--out must be storage that every worker reads (the chief's "
                             "checkpoint)")
     run.state["args"] = fixed_args(args)
+    run.title = f"{args.model} on {data.name}"
     with strategy.scope():
         if previous is not None:
             try:
