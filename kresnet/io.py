@@ -25,8 +25,9 @@ import keras
 #: ``.keras`` files of Keras 3: a zip archive holding at least these members.
 CONFIG = "config.json"
 EXTENSION = ".keras"
-#: Temporary files of :func:`save`: ``.{name}.{random hex}.part.keras`` next to the target.
-TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{16}\.part\.keras$")
+#: Temporary files of :func:`save` (``.{name}.{random hex}.part.keras``) and of
+#: :func:`write_bytes` (``.{name}.{random hex}.part``), next to the target.
+TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{16}\.part(\.keras)?$")
 #: Keras modules whose functions are serialised as ``{"module": "builtins", ...}``.
 _FUNCTION_MODULES = ("activations", "constraints", "initializers", "losses", "metrics",
                      "optimizers", "regularizers")
@@ -88,14 +89,46 @@ def save(model, path):
     if os.path.isdir(path):
         raise ValueError(f"`path` {path!r} is a folder; pass the path of a file ending in "
                          f"'{EXTENSION}'.")
+    # Keras insists on the .keras ending, so the temporary file keeps it.
+    _replace(path, lambda temporary: keras.saving.save_model(model, temporary), EXTENSION)
+    return path
+
+
+def write_bytes(path, data):
+    """Write ``data`` to ``path`` as :func:`save` writes a model: never half-written.
+
+    For the small files that go with a model (a run's history, a pointer to its last
+    checkpoint): a temporary ``.{name}.{random}.part`` file, flushed and renamed over
+    ``path``. Missing folders are created; returns ``path`` as a str.
+
+    >>> import os, tempfile
+    >>> path = write_bytes(os.path.join(tempfile.mkdtemp(), "state.json"), b"{}")
+    >>> open(path, "rb").read(), os.listdir(os.path.dirname(path))
+    (b'{}', ['state.json'])
+    """
+    path = _check_path(path)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"`data` must be bytes. Received: data of type {type(data).__name__}")
+
+    def write(temporary):
+        with open(temporary, "wb") as file:
+            file.write(data)
+
+    _replace(path, write)
+    return path
+
+
+def _replace(path, write, suffix=""):
+    """Call ``write(temporary)`` on a fresh file beside ``path``, flush it, rename it over
+    ``path``; the temporary file is removed if anything fails."""
     target = os.path.abspath(path)
     folder, base = os.path.split(target)
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.part{EXTENSION}")
+    temporary = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.part{suffix}")
     # Reserve the name (O_EXCL), with the permissions an ordinary new file gets.
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        keras.saving.save_model(model, temporary)
+        write(temporary)
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, target)
@@ -104,7 +137,6 @@ def save(model, path):
             os.remove(temporary)
         raise
     _sync_folder(folder)
-    return path
 
 
 def _sync_folder(folder):

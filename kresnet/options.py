@@ -90,16 +90,15 @@ class Options:
             axis=self.bn_axis, epsilon=self.bn_epsilon, momentum=self.bn_momentum,
             gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
 
-    def dense(self, x, units, activation, name):
+    def dense(self, x, units, activation, name, dtype=None):
         return layers.Dense(units, activation=activation, kernel_regularizer=self.regularizer(),
-                            name=name)(x)
+                            dtype=dtype, name=name)(x)
 
     def classifier(self, x, units, activation, name):
         """The last Dense layer; float32 under a mixed-precision policy, so that a softmax
         in float16 cannot round probabilities near 0 and 1 (Keras' mixed-precision guide)."""
         mixed = keras.config.dtype_policy().name.startswith("mixed_")
-        return layers.Dense(units, activation=activation, kernel_regularizer=self.regularizer(),
-                            dtype="float32" if mixed else None, name=name)(x)
+        return self.dense(x, units, activation, name, dtype="float32" if mixed else None)
 
     @staticmethod
     def relu(x, name):

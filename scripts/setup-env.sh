@@ -1,5 +1,5 @@
-# Sourced by demo.sh and test.sh: make .venv with kresnet, its test, export and train extras, JAX and
-# PyTorch (the tests run kresnet on those Keras back ends too), and Graphviz.
+# Sourced by demo.sh and test.sh: make .venv with kresnet, its test, export and train extras,
+# JAX and PyTorch (the tests run kresnet on those Keras back ends too), and Graphviz.
 # Re-running is fast: pip runs again only when setup.cfg, pyproject.toml or the pins changed.
 # KRESNET_BACKENDS=0 leaves JAX and PyTorch out (their tests are then skipped).
 set -euo pipefail

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 import kresnet
+from kresnet import io as kio
 
 #: Held out of every data set's training images, with the fixed seed SPLIT_SEED.
 VALIDATION_FRACTION = 0.1
@@ -55,8 +56,6 @@ AUGMENTS = ("auto", "none", "crop", "crop-flip")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
-#: Temporaries of kresnet.save and write_atomically: ``.{target}.{random or pid}.part[.keras]``.
-PARTIAL = re.compile(r"\..+\.[0-9a-f]+\.part(\.keras)?")
 #: What a resumed run must repeat: the model, data, optimizer and schedule of the first call.
 #: (--epochs may grow; --strategy, --cpu-replicas, --verbose and --out are free.)
 RESUME_FIXED = ("model", "config", "width", "dataset", "image_size", "limit", "batch_size",
@@ -581,12 +580,8 @@ def make_optimizer(args, steps_per_epoch):
 def weights_digest(model):
     digest = hashlib.sha256()
     for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras_numpy(weight)).tobytes())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()
-
-
-def keras_numpy(variable):
-    return keras.ops.convert_to_numpy(variable)
 
 
 # -- callbacks ------------------------------------------------------------------------------
@@ -699,11 +694,11 @@ class Run:
         for folder in (self.out, self.checkpoints):
             if os.path.isdir(folder):
                 for name in os.listdir(folder):
-                    if PARTIAL.fullmatch(name):
+                    if kio.TEMPORARY.match(name):
                         os.remove(os.path.join(folder, name))
 
     def write_text(self, name, text):
-        write_atomically(self.path(name), text.encode())
+        kio.write_bytes(self.path(name), text.encode())
 
     def write_history(self):
         buffer = io.StringIO()
@@ -716,22 +711,6 @@ class Run:
 
 def _plain(value):
     return "" if value is None else f"{value:.6g}" if isinstance(value, float) else value
-
-
-def write_atomically(path, data):
-    """Write ``data`` to a temporary file beside ``path``, flush it, rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.part")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -766,7 +745,7 @@ class Checkpointer(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1:04d}.keras"
         kresnet.save(self.model, os.path.join(run.checkpoints, name))
         state["checkpoint"] = name
-        write_atomically(os.path.join(run.checkpoints, LATEST),
+        kio.write_bytes(os.path.join(run.checkpoints, LATEST),
                          json.dumps(state, indent=1).encode())
         for old in os.listdir(run.checkpoints):  # only after the pointer moved on
             if re.fullmatch(r"epoch-\d+\.keras", old) and old != name:
@@ -800,7 +779,7 @@ def draw_curves(history, path, title=""):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     pyplot.close(figure)
-    write_atomically(path, buffer.getvalue())
+    kio.write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -107,6 +107,29 @@ def test_a_failed_save_keeps_the_old_file_and_removes_its_temporary(tmp_path, mo
     assert open(path, "rb").read() == before
 
 
+def test_write_bytes_replaces_whole_files_and_names_its_temporaries(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "state.json"
+    assert kio.write_bytes(path, b"old") == str(path)
+    assert kio.write_bytes(str(path), b"new") == str(path)
+    assert path.read_bytes() == b"new" and os.listdir(path.parent) == ["state.json"]
+    with pytest.raises(TypeError, match="`data` must be bytes"):
+        kio.write_bytes(path, "text")
+    seen = []
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        seen.append(os.path.basename(source))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        kio.write_bytes(path, b"newer")
+    monkeypatch.setattr(os, "replace", real_replace)
+    match = kio.TEMPORARY.match(seen[0])
+    assert match and match.group("target") == "state.json" and seen[0].endswith(".part")
+    assert path.read_bytes() == b"new" and os.listdir(path.parent) == ["state.json"]
+
+
 # --- broken files --------------------------------------------------------------------------
 
 def _write(path, data):
