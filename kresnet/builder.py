@@ -151,7 +151,10 @@ def _model_input(in_shape, input_tensor, model_plan, options, classes):
                              model_plan.min_size, options.data_format)
     validation.unused_names(input_tensor, _planned_names(model_plan, options.name_prefix,
                                                          classes), "The network")
-    return input_tensor, keras.utils.get_source_inputs(input_tensor)
+    sources = keras.utils.get_source_inputs(input_tensor)
+    # One source: the model takes a tensor, as when it builds its own Input (a one-item list
+    # would make Keras warn on every call with a plain tensor).
+    return input_tensor, sources[0] if len(sources) == 1 else sources
 
 
 def _check_imagenet(model_plan, head, classes, channels, options, kernel_size):

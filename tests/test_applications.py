@@ -5,6 +5,8 @@ None height/width, custom input shapes and tensors, pooling, classifier activati
 serialisation, in both image data formats. Plus output shapes at several input sizes.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -111,3 +113,14 @@ def test_weights_path_is_loaded(tmp_path):
     target = kresnet.ResNet18(input_shape=(32, 32, 3), classes=3, weights=path)
     for a, b in zip(source.weights, target.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_model_on_an_input_tensor_takes_a_plain_tensor():
+    inputs = keras.Input((32, 32, 3), name="input")
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    model = kresnet.ResNet18(input_tensor=x, weights=None, classes=3)
+    assert model.input is inputs and model.layers[1].name == "rescale"
+    data = np.zeros((1, 32, 32, 3), "float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns if the inputs' structure differs
+        assert model(data).shape == (1, 3)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ROOT
+from tests.conftest import LOADER, ROOT
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_train")
@@ -260,6 +260,23 @@ def test_cifar10_and_folder_train_and_report(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == {"train": 28, "validation": 4, "test": 8}
     assert keras.saving.load_model(out / "best.keras").input_shape == (None, 16, 16, 3)
+
+    # Both best.keras files load in a fresh process without kresnet (safe_mode on) and give
+    # the outputs they give here.
+    paths = [tmp_path / "cifar" / "best.keras", out / "best.keras"]
+    rng = np.random.default_rng(0)
+    expected = []
+    for path, shape in zip(paths, [(2, 32, 32, 3), (2, 16, 16, 3)]):
+        x = rng.uniform(0, 255, shape).astype("float32")
+        np.save(f"{path}.in.npy", x)
+        expected.append(keras.ops.convert_to_numpy(
+            keras.saving.load_model(path)(x, training=False)))
+    result = subprocess.run([sys.executable, LOADER, *map(str, paths)], capture_output=True,
+                            text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for path, outputs in zip(paths, expected):
+        np.testing.assert_allclose(np.load(f"{path}.out.npy"), outputs, atol=1e-6)
+        assert open(f"{path}.names.txt").read().split()[:2] == ["input", "normalize"]
 
 
 def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
