@@ -6,6 +6,7 @@ import re
 import keras
 
 from kresnet.features import stem_prefix
+from kresnet.validation import shape_text
 
 
 def _spatial(shape, data_format):
@@ -78,7 +79,7 @@ class Description(list):
         def cell(row, key):
             value = row[key]
             if key == "output":
-                return "x".join("?" if d is None else str(d) for d in value)
+                return shape_text(value)
             return f"{value:,}" if isinstance(value, int) else str(value)
 
         rows = [[title for _, title in self.COLUMNS]]

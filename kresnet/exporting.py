@@ -32,6 +32,7 @@ import warnings
 import keras
 import numpy as np
 
+from kresnet import validation
 from kresnet.builder import DEFAULT_SIZE
 
 #: The formats :func:`export` writes.
@@ -68,10 +69,8 @@ def export(model, path, format="onnx"):
     if not isinstance(format, str) or format not in FORMATS:
         raise ValueError(f"`format` must be one of {', '.join(repr(f) for f in FORMATS)}. "
                          f"Received: format={format!r}")
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"`path` must be a str or os.PathLike. Received: {path!r}")
+    validation.keras_model(model)
+    path = validation.path(path)
     backend = keras.backend.backend()
     if backend not in BACKENDS[format]:
         raise RuntimeError(

@@ -20,6 +20,8 @@ import warnings
 import keras
 import numpy as np
 
+from kresnet import validation
+
 #: Convolutions whose kernel is laid out ``(*window, in_channels / groups, filters)``.
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
@@ -137,12 +139,9 @@ def fold_batchnorm(model, strict=False, name=None):
     >>> bool(np.allclose(folded(x), model(x, training=False), atol=1e-5))
     True
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
-    if not isinstance(strict, bool):
-        raise TypeError(f"`strict` must be True or False. Received: strict={strict!r}")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise TypeError(f"`name` must be None or a non-empty string. Received: name={name!r}")
+    validation.keras_model(model)
+    validation.boolean("strict", strict)
+    validation.model_name(name)
     if not hasattr(model, "_nodes_by_depth") or isinstance(model, keras.Sequential):
         raise ValueError(f"Model {model.name!r} is not a functional model; fold_batchnorm "
                          "rebuilds functional graphs (every kresnet model is one).")

@@ -11,6 +11,8 @@ import shutil
 
 import pydot
 
+from kresnet.validation import shape_text
+
 #: Graphviz' cairo renderer refuses larger bitmaps and scales the drawing down.
 MAX_PIXELS = 32767
 FORMATS = ("png", "svg", "pdf", "dot")
@@ -31,11 +33,9 @@ _COLOURS = {
 }
 
 
-def _shape_text(layer):
+def _output_text(layer):
     shape = getattr(getattr(layer, "output", None), "shape", None)
-    if shape is None:
-        return ""
-    return "x".join("?" if d is None else str(d) for d in shape[1:])
+    return "" if shape is None else shape_text(shape[1:])
 
 
 def graph_edges(model):
@@ -77,16 +77,12 @@ def model_to_dot(model, show_shapes=True, show_layer_names=True, rankdir="TB", d
         parts = [layer.name] if show_layer_names else []
         parts.append(kind)
         if show_shapes:
-            parts.append(_shape_text(layer))
+            parts.append(_output_text(layer))
         dot.add_node(pydot.Node(layer.name, label="  ".join(p for p in parts if p),
                                 fillcolor=_COLOURS.get(kind, "#ffffff")))
     for source, destination in graph_edges(model):
         dot.add_edge(pydot.Edge(source.name, destination.name))
     return dot
-
-
-def _shape(shape):
-    return "x".join("?" if d is None else str(d) for d in shape)
 
 
 def blocks_to_dot(model, rankdir="TB", dpi=96):
@@ -113,12 +109,12 @@ def blocks_to_dot(model, rankdir="TB", dpi=96):
         if group in rows:
             row = rows[group]
             dot.add_node(pydot.Node("stem", fillcolor="#eeeeee", label=(
-                f"stem  ({row['first']} .. {row['last']})\n{_shape(row['output'])}  "
+                f"stem  ({row['first']} .. {row['last']})\n{shape_text(row['output'])}  "
                 f"{row['params']:,} params")))
             previous = "stem"
     for block in blocks(model):
         dot.add_node(pydot.Node(block["name"], fillcolor="#cfe2f3", label=(
-            f"{block['name']}  {block['kind']}\n{_shape(block['output'])}  "
+            f"{block['name']}  {block['kind']}\n{shape_text(block['output'])}  "
             f"{block['params']:,} params")))
         if previous is not None:
             dot.add_edge(pydot.Edge(previous, block["name"]))
@@ -129,7 +125,7 @@ def blocks_to_dot(model, rankdir="TB", dpi=96):
         if group in rows:
             row = rows[group]
             dot.add_node(pydot.Node(group, fillcolor="#fce5cd", label=(
-                f"{group}  ({row['first']} .. {row['last']})\n{_shape(row['output'])}  "
+                f"{group}  ({row['first']} .. {row['last']})\n{shape_text(row['output'])}  "
                 f"{row['params']:,} params")))
             if previous is not None:
                 dot.add_edge(pydot.Edge(previous, group))

@@ -44,9 +44,39 @@ def number(name, value, low, high, low_open=False, high_open=False):
 
 
 def boolean(name, value):
+    """Return ``value`` if it is ``True`` or ``False`` (not 0, 1 or None)."""
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be True or False. {_received(name, value)}")
     return value
+
+
+def keras_model(value, name="model"):
+    """Return ``value`` if it is a ``keras.Model``; ``TypeError`` naming the argument otherwise."""
+    if not isinstance(value, keras.Model):
+        raise TypeError(f"`{name}` must be a keras.Model. Received: {name} of type "
+                        f"{type(value).__name__}")
+    return value
+
+
+def path(value, name="path"):
+    """Return ``value`` as a non-empty ``str`` path; it may be a str or ``os.PathLike``."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise TypeError(f"`{name}` must be a str or os.PathLike. {_received(name, value)}")
+    value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a str or os.PathLike. {_received(name, value)}")
+    if not value:
+        raise ValueError(f"`{name}` must be a non-empty path. {_received(name, value)}")
+    return value
+
+
+def shape_text(shape):
+    """A shape as kresnet prints it: sizes joined by ``x``, ``?`` for an unknown size.
+
+    >>> shape_text((None, 56, 56, 256)[1:]), shape_text((7, None))
+    ('56x56x256', '7x?')
+    """
+    return "x".join("?" if d is None else str(d) for d in shape)
 
 
 def one_of(name, value, allowed):

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 import kresnet
-from kresnet import io as kio
+from kresnet import files as kfiles
 
 #: Held out of every data set's training images, with the fixed seed SPLIT_SEED.
 VALIDATION_FRACTION = 0.1
@@ -694,11 +694,11 @@ class Run:
         for folder in (self.out, self.checkpoints):
             if os.path.isdir(folder):
                 for name in os.listdir(folder):
-                    if kio.TEMPORARY.match(name):
+                    if kfiles.TEMPORARY.match(name):
                         os.remove(os.path.join(folder, name))
 
     def write_text(self, name, text):
-        kio.write_bytes(self.path(name), text.encode())
+        kfiles.write_bytes(self.path(name), text.encode())
 
     def write_history(self):
         buffer = io.StringIO()
@@ -745,7 +745,7 @@ class Checkpointer(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1:04d}.keras"
         kresnet.save(self.model, os.path.join(run.checkpoints, name))
         state["checkpoint"] = name
-        kio.write_bytes(os.path.join(run.checkpoints, LATEST),
+        kfiles.write_bytes(os.path.join(run.checkpoints, LATEST),
                          json.dumps(state, indent=1).encode())
         for old in os.listdir(run.checkpoints):  # only after the pointer moved on
             if re.fullmatch(r"epoch-\d+\.keras", old) and old != name:
@@ -779,7 +779,7 @@ def draw_curves(history, path, title=""):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     pyplot.close(figure)
-    kio.write_bytes(path, buffer.getvalue())
+    kfiles.write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import kresnet
 from tests.conftest import ROOT
-from tests.test_io import FILE_CASES, FILE_MESSAGES
+from tests.test_files import FILE_CASES, FILE_MESSAGES
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_errors_doc")

@@ -180,8 +180,10 @@ def test_bad_arguments():
     model = kresnet.build("resnet20", blocks=(1, 1, 1))
     with pytest.raises(TypeError, match="`strict` must be True or False"):
         fold_batchnorm(model, strict=1)
-    with pytest.raises(TypeError, match="`name`"):
+    with pytest.raises(ValueError, match="`name`"):
         fold_batchnorm(model, name="")
+    with pytest.raises(TypeError, match="`name`"):
+        fold_batchnorm(model, name=3)
     sequential = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(1, 1),
                                    keras.layers.BatchNormalization()])
     with pytest.raises(ValueError, match="not a functional model"):

@@ -22,6 +22,8 @@ import zlib
 
 import keras
 
+from kresnet import validation
+
 #: ``.keras`` files of Keras 3: a zip archive holding at least these members.
 CONFIG = "config.json"
 EXTENSION = ".keras"
@@ -43,28 +45,6 @@ _UNSAFE = {
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _check_path(path, name="path"):
-    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
-        raise TypeError(f"`{name}` must be a str or os.PathLike. Received: {name}={path!r}")
-    path = os.fspath(path)
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"`{name}` must be a non-empty path. Received: {name}={path!r}")
-    return path
-
-
-def _check_model(model, name="model"):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`{name}` must be a keras.Model. Received: {name} of type "
-                        f"{type(model).__name__}")
-    return model
-
-
-def _boolean(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
-
-
 def save(model, path):
     """Write ``model`` to the ``.keras`` file ``path`` atomically; return ``path`` as a str.
 
@@ -80,8 +60,8 @@ def save(model, path):
     >>> os.path.basename(path), sorted(os.listdir(os.path.dirname(path)))
     ('tiny.keras', ['tiny.keras'])
     """
-    _check_model(model)
-    path = _check_path(path)
+    validation.keras_model(model)
+    path = validation.path(path)
     if not path.endswith(EXTENSION):
         raise ValueError(f"`path` must end in '{EXTENSION}' (the Keras 3 model file); for "
                          "weights alone use model.save_weights('....weights.h5'). "
@@ -106,7 +86,7 @@ def write_bytes(path, data):
     >>> open(path, "rb").read(), os.listdir(os.path.dirname(path))
     (b'{}', ['state.json'])
     """
-    path = _check_path(path)
+    path = validation.path(path)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"`data` must be bytes. Received: data of type {type(data).__name__}")
 
@@ -178,9 +158,9 @@ def load(path, *, trusted=False, expect=None, compile=True):
     >>> load(path, expect=model).get_layer("res2a").name
     'res2a'
     """
-    path = _check_path(path)
-    _boolean("trusted", trusted)
-    _boolean("compile", compile)
+    path = validation.path(path)
+    validation.boolean("trusted", trusted)
+    validation.boolean("compile", compile)
     if not (expect is None or isinstance(expect, (str, keras.Model))):
         raise TypeError("`expect` must be None, a model name (str) or a keras.Model. "
                         f"Received: expect of type {type(expect).__name__}")

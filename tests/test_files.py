@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import kresnet
-from kresnet import io as kio
+from kresnet import files as kfiles
 from tests.conftest import ROOT
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
-pytestmark = pytest.mark.xdist_group("test_io")
+pytestmark = pytest.mark.xdist_group("test_files")
 
 
 def tiny(n_classes=3, **options):
@@ -109,11 +109,11 @@ def test_a_failed_save_keeps_the_old_file_and_removes_its_temporary(tmp_path, mo
 
 def test_write_bytes_replaces_whole_files_and_names_its_temporaries(tmp_path, monkeypatch):
     path = tmp_path / "sub" / "state.json"
-    assert kio.write_bytes(path, b"old") == str(path)
-    assert kio.write_bytes(str(path), b"new") == str(path)
+    assert kfiles.write_bytes(path, b"old") == str(path)
+    assert kfiles.write_bytes(str(path), b"new") == str(path)
     assert path.read_bytes() == b"new" and os.listdir(path.parent) == ["state.json"]
     with pytest.raises(TypeError, match="`data` must be bytes"):
-        kio.write_bytes(path, "text")
+        kfiles.write_bytes(path, "text")
     seen = []
     real_replace = os.replace
 
@@ -123,9 +123,9 @@ def test_write_bytes_replaces_whole_files_and_names_its_temporaries(tmp_path, mo
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        kio.write_bytes(path, b"newer")
+        kfiles.write_bytes(path, b"newer")
     monkeypatch.setattr(os, "replace", real_replace)
-    match = kio.TEMPORARY.match(seen[0])
+    match = kfiles.TEMPORARY.match(seen[0])
     assert match and match.group("target") == "state.json" and seen[0].endswith(".part")
     assert path.read_bytes() == b"new" and os.listdir(path.parent) == ["state.json"]
 
@@ -351,7 +351,7 @@ def test_every_object_of_a_kresnet_model_passes_the_check(tmp_path):
     rng = np.random.default_rng(0)
     model.train_on_batch(rng.uniform(0, 1, (2, 32, 32, 3)), rng.integers(0, 3, 2))
     path = kresnet.save(model, tmp_path / "variants.keras")
-    assert kio.unsafe_object(kio.read_config(path)) is None
+    assert kfiles.unsafe_object(kfiles.read_config(path)) is None
     loaded = kresnet.load(path)
     assert _weights_equal(model, loaded)
     assert int(loaded.optimizer.iterations) == 1  # the optimizer state survives for resuming
@@ -407,7 +407,7 @@ def test_load_checks_its_arguments(kwargs, error, message, saved):
 SAVER = """
 import itertools, os, sys
 import numpy as np
-import kresnet, kresnet.builder, kresnet.io
+import kresnet, kresnet.builder, kresnet.files
 
 
 def save_forever(path, first):
@@ -532,7 +532,7 @@ def test_a_killed_save_leaves_the_old_or_the_new_file(tmp_path):
             others = sorted(set(os.listdir(folder)) - {"model.keras"}) \
                 if os.path.isdir(folder) else []
             for name in others:
-                match = kio.TEMPORARY.match(name)
+                match = kfiles.TEMPORARY.match(name)
                 assert match and match.group("target") == "model.keras", name
                 os.remove(folder / name)  # what a killed save leaves behind
             interrupted_writes += bool(others)
