@@ -1,11 +1,10 @@
 """Counting and describing built models: multiply-accumulates, parameters, stage tables."""
 
 import math
-import re
 
 import keras
 
-from kresnet.features import stem_prefix
+from kresnet import inspection, naming
 from kresnet.validation import shape_text
 
 
@@ -48,25 +47,25 @@ def count_macs(model):
     return sum(layer_macs(layer) for layer in model.layers)
 
 
-_STAGE = re.compile(r"^(?:res|bn)(\d+)")
-_STEM = re.compile(r"^(?:conv1|bn_conv1|pool1)")
-
-
-def _prefix(model):
-    return stem_prefix(model) or ""
-
-
-def _group(name):
-    """``stem``, ``res2`` ..., ``post`` (pre-activation nets' last BN and ReLU) or ``head``
-    for a layer name without its prefix."""
-    if name == "input":
-        return "input"
-    if name in ("bn_post", "post_relu"):
-        return "post"
-    if _STEM.match(name):
-        return "stem"
-    match = _STAGE.match(name)
-    return f"res{match.group(1)}" if match else "head"
+def _groups(model):
+    """``{layer name: (prefix, group)}``: the group is ``stem``, ``res2`` ..., ``post``
+    (pre-activation nets' last BN and ReLU) or ``head``; other layers (those of a model
+    around the ResNets) count to the last head. Input layers have no group."""
+    prefixes = naming.prefixes(layer.name for layer in model.layers) or [""]
+    groups = {}
+    for layer in model.layers:
+        name = next((n for n in (naming.parse(layer.name, p) for p in prefixes)
+                     if n is not None), None)
+        if isinstance(layer, keras.layers.InputLayer) or (name is not None and
+                                                          name.part == "input"):
+            continue
+        if name is None:
+            groups[layer.name] = (prefixes[-1], "head", None)
+        elif name.part == "block":
+            groups[layer.name] = (name.prefix, f"res{name.stage}", name)
+        else:
+            groups[layer.name] = (name.prefix, name.part, name)
+    return groups, len(prefixes) > 1
 
 
 class Description(list):
@@ -103,13 +102,13 @@ def describe(model):
     >>> [(r["stage"], r["blocks"], r["output"]) for r in rows][1:3]
     [('res2', 3, (56, 56, 256)), ('res3', 4, (28, 28, 512))]
     """
-    prefix = _prefix(model)
+    groups, several = _groups(model)
     rows = {}
     for layer in model.layers:
-        name = layer.name[len(prefix):] if layer.name.startswith(prefix) else layer.name
-        group = _group(name)
-        if group == "input":
+        if layer.name not in groups:
             continue
+        prefix, group, name = groups[layer.name]
+        group = f"{prefix}{group}" if several else group
         row = rows.setdefault(group, {"stage": group, "first": layer.name, "blocks": 0,
                                       "params": 0, "macs": 0})
         row["last"] = layer.name
@@ -120,14 +119,11 @@ def describe(model):
                 row["macs"] += layer_macs(layer)
             except ValueError:
                 row["macs"] = None
-        if isinstance(layer, keras.layers.Add) and group.startswith("res"):
+        if isinstance(layer, keras.layers.Add) and name is not None and name.role == "sum":
             row["blocks"] += 1
     for row in rows.values():
         row["layers"] = f"{row['first']} .. {row['last']}"
     return Description(rows.values())
-
-
-_BLOCK = re.compile(r"^(?:res|bn)(\d+[a-z]\d*)(?:_|$)")
 
 
 def blocks(model):
@@ -135,43 +131,39 @@ def blocks(model):
 
     ``kind`` is ``"basic"`` or ``"bottleneck"`` with ``"pre-activation"``, ``"grouped"`` and
     ``"SE"`` added where they apply; ``shortcut`` is ``"identity"``, ``"projection"``,
-    ``"avg-pool + projection"``, ``"subsample"`` or ``"subsample + zeros"``.
+    ``"avg-pool + projection"``, ``"subsample"`` or ``"subsample + zeros"``. Every ResNet
+    of the model is listed, whatever its ``name_prefix``.
 
     >>> import kresnet
     >>> first = blocks(kresnet.create_resnet((64, 64, 3), 10, 18))[0]
     >>> first["name"], first["kind"], first["shortcut"], first["output"]
     ('res2a', 'basic', 'identity', (16, 16, 64))
     """
-    prefix = _prefix(model)
     found = {}
-    for layer in model.layers:
-        name = layer.name[len(prefix):] if layer.name.startswith(prefix) else layer.name
-        match = _BLOCK.match(name)
-        if match:
-            found.setdefault(f"res{match.group(1)}", []).append((name, layer))
+    for prefix in naming.prefixes(layer.name for layer in model.layers):
+        for layer, name in inspection.parsed(model, prefix):
+            if name.part == "block":
+                found.setdefault(prefix + name.base, {})[(name.role, name.branch)] = layer
     rows = []
-    for base, members in found.items():
-        # "res2a_branch2b" -> "_branch2b"; "bn2a_branch2b" -> "bn_branch2b".
-        roles = {(name[len(base):] if name.startswith("res") else
-                  "bn" + name[len(base) - 1:]): layer for name, layer in members}
-        kind = ["bottleneck" if "_branch2c" in roles else "basic"]
-        if "bn_preact" in roles:
+    for base, roles in found.items():
+        kind = ["bottleneck" if ("conv", "2c") in roles else "basic"]
+        if ("preact_bn", None) in roles:
             kind.insert(0, "pre-activation")
-        middle = roles.get("_branch2b")
+        middle = roles.get(("conv", "2b"))
         if middle is not None and getattr(middle, "groups", 1) > 1:
             kind.append(f"grouped x{middle.groups}")
-        if "_se_scale" in roles:
+        if ("se_scale", None) in roles:
             kind.append("SE")
-        pool = roles.get("_branch1_pool")
-        if "_branch1" in roles:
+        pool = roles.get(("pool", "1"))
+        if ("conv", "1") in roles:
             shortcut = "avg-pool + projection" if isinstance(
                 pool, keras.layers.AveragePooling2D) else "projection"
-        elif "_branch1_zeros" in roles:
+        elif ("zeros", "1") in roles:
             shortcut = "subsample + zeros" if pool is not None else "zeros"
         else:
             shortcut = "subsample" if pool is not None else "identity"
-        out = roles.get("_relu", roles.get(""))
-        rows.append({"name": prefix + base, "kind": " ".join(kind), "shortcut": shortcut,
+        out = roles.get(("out", None), roles.get(("sum", None)))
+        rows.append({"name": base, "kind": " ".join(kind), "shortcut": shortcut,
                      "output": tuple(out.output.shape[1:]),
-                     "params": sum(layer.count_params() for _, layer in members)})
+                     "params": sum(layer.count_params() for layer in roles.values())})
     return rows

@@ -2,80 +2,21 @@
 
 ``identity_block`` and ``conv_block`` keep the tutorial's signatures. Three filters build
 the bottleneck block (1x1 -> k x k -> 1x1), two build the basic block of ResNet-18/34
-(k x k -> k x k). Every variant is a setting of :class:`BlockStyle`; layer names come from
-:class:`kresnet.naming.BlockNames`.
+(k x k -> k x k). Every variant is a setting of :class:`kresnet.config.BlockStyle`; layer names come from
+:class:`kresnet.naming.BlockNames`. A stage is a loop over blocks (:func:`build_stage`).
 """
-
-from dataclasses import dataclass
 
 from keras import layers
 
 from kresnet import validation
+from kresnet.config import BLOCK_OPTIONS, LAYER_OPTIONS, BlockStyle, ResNetConfig, \
+    check_options, keyword_signature
 from kresnet.naming import BlockNames
-from kresnet.options import BN_EPSILON, BN_MOMENTUM, KERNEL_INITIALIZER, Options
+from kresnet.options import Options
 
 _BRANCHES = ("2a", "2b", "2c")
-STRIDE_ON = ("1x1", "3x3")
-SHORTCUTS = ("B", "A", "C", "avg")
-
-
-@dataclass(frozen=True)
-class BlockStyle:
-    """How a block is built, beyond its filters.
-
-    - ``preact``: pre-activation (ResNet v2): BN and ReLU open the block, none follow the sum.
-    - ``stride_on``: in a bottleneck, ``"1x1"`` strides the first 1x1 conv (paper, Caffe),
-      ``"3x3"`` the middle conv (torchvision "v1.5", ResNet-B). Basic blocks always stride
-      their first 3x3 conv.
-    - ``shortcut``: ``"B"`` projects where the channel count changes, ``"A"`` subsamples and
-      pads new channels with zeros, ``"C"`` projects on every block, ``"avg"`` (ResNet-D)
-      average-pools 2x2/2 before a stride-1 projection.
-    - ``groups``: groups of the middle conv of a bottleneck (ResNeXt).
-    - ``se_ratio``: squeeze-and-excitation on the residual branch; 0 for none.
-    - ``zero_init_residual``: the branch's last BN starts with gamma = 0 (Goyal et al. 2017).
-
-    >>> BlockStyle(stride_on="3x3").strided_conv(3), BlockStyle().strided_conv(2)
-    (1, 0)
-    """
-
-    preact: bool = False
-    stride_on: str = "1x1"
-    shortcut: str = "B"
-    groups: int = 1
-    se_ratio: float = 0.0
-    zero_init_residual: bool = False
-
-    def strided_conv(self, n_convs):
-        """Index of the conv of the residual branch that carries the stride."""
-        return 1 if n_convs == 3 and self.stride_on == "3x3" else 0
-
-    def shortcut_kind(self, in_channels, out_channels, strides):
-        """``identity``, ``subsample``, ``zeros`` (A), ``projection`` or ``avg_projection``."""
-        resize = max(strides) > 1
-        if self.shortcut == "C":
-            return "projection"
-        if in_channels == out_channels:
-            return "subsample" if resize else "identity"
-        if self.shortcut == "A":
-            return "zeros"
-        return "avg_projection" if self.shortcut == "avg" else "projection"
-
-
-def check_style(preact=False, stride_on="1x1", shortcut="B", groups=1, se_ratio=0.0,
-                zero_init_residual=False):
-    """A :class:`BlockStyle` from user arguments, refusing values or pairs that do not fit."""
-    style = BlockStyle(
-        preact=validation.boolean("preact", preact),
-        stride_on=validation.one_of("stride_on", stride_on, STRIDE_ON),
-        shortcut=validation.one_of("shortcut", shortcut, SHORTCUTS),
-        groups=validation.positive_int("groups", groups),
-        se_ratio=validation.number("se_ratio", se_ratio, 0, 1),
-        zero_init_residual=validation.boolean("zero_init_residual", zero_init_residual))
-    if style.preact and style.zero_init_residual:
-        raise ValueError("`zero_init_residual=True` does not go with `preact=True`: a "
-                         "pre-activation branch ends in a conv, not a BN whose gamma could "
-                         "start at zero.")
-    return style
+#: The keyword options of :func:`conv_block` and :func:`identity_block`.
+OPTIONS = LAYER_OPTIONS + BLOCK_OPTIONS
 
 
 def _zero_channels(x, out_channels, names, options):
@@ -153,16 +94,26 @@ def _shortcut(x, preactivated, kind, out_channels, strides, names, style, option
     return shortcut if style.preact else options.bn(shortcut, names.bn("1"))
 
 
+def build_stage(x, stage, kernel_size, style, options):
+    """Build the planned blocks of one stage (a tuple of :class:`kresnet.config.BlockPlan`)."""
+    for block in stage:
+        x = residual_block(x, kernel_size, block.filters, block.names(options.name_prefix),
+                           block.strides, block.shortcut, style, options)
+    return x
+
+
 def _checked_block(input_tensor, middle_kernel_size, filters, stage, block, strides,
-                   projection, options_kwargs, style_kwargs):
+                   projection, options, where):
     if validation.input_tensor(input_tensor) is None:
         raise TypeError("`input_tensor` must be a Keras tensor, not None.")
     kernel_size = validation.kernel_size(middle_kernel_size)
     filters = validation.filters(filters)
     validation.stage_and_block(stage, block)
     strides = validation.strides(strides)
-    options = Options.checked(**options_kwargs)
-    style = check_style(**style_kwargs)
+    check_options(options, OPTIONS, where)
+    # The config runs every option's check and the checks of options that go together.
+    config = ResNetConfig(input_shape=(None, None, 1), **options)
+    style, options = BlockStyle.of(config), Options.of(config)
     if style.groups > 1 and (len(filters) != 3 or filters[0] % style.groups
                              or filters[1] % style.groups):
         raise ValueError(f"`groups`={style.groups} must divide the middle conv's input and "
@@ -190,11 +141,7 @@ def _checked_block(input_tensor, middle_kernel_size, filters, stage, block, stri
                           options)
 
 
-def identity_block(input_tensor, middle_kernel_size, filters, stage, block, *,
-                   use_bias=True, bn_epsilon=BN_EPSILON, bn_momentum=BN_MOMENTUM,
-                   kernel_initializer=KERNEL_INITIALIZER, name_prefix="", weight_decay=0.0,
-                   preact=False, stride_on="1x1", shortcut="B", groups=1, se_ratio=0.0,
-                   zero_init_residual=False):
+def identity_block(input_tensor, middle_kernel_size, filters, stage, block, **options):
     """Residual block whose shortcut is the identity; the input must have ``filters[-1]`` channels.
 
     Args:
@@ -203,7 +150,7 @@ def identity_block(input_tensor, middle_kernel_size, filters, stage, block, *,
             a positive odd int or a pair.
         filters: ``(f1, f2, f3)`` for a bottleneck, ``(f1, f2)`` for a basic block.
         stage, block: stage number and block label; layers are named ``res{stage}{block}_...``.
-        Keyword options: as in :func:`kresnet.create_resnet`.
+        Keyword options: the layer and block options of :class:`kresnet.ResNetConfig`.
 
     >>> import keras
     >>> x = keras.Input((56, 56, 256))
@@ -211,20 +158,12 @@ def identity_block(input_tensor, middle_kernel_size, filters, stage, block, *,
     >>> tuple(y.shape), y._keras_history.operation.name
     ((None, 56, 56, 256), 'res2b_relu')
     """
-    return _checked_block(
-        input_tensor, middle_kernel_size, filters, stage, block, 1, False,
-        dict(use_bias=use_bias, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
-             kernel_initializer=kernel_initializer, name_prefix=name_prefix,
-             weight_decay=weight_decay),
-        dict(preact=preact, stride_on=stride_on, shortcut=shortcut, groups=groups,
-             se_ratio=se_ratio, zero_init_residual=zero_init_residual))
+    return _checked_block(input_tensor, middle_kernel_size, filters, stage, block, 1, False,
+                          options, "identity_block")
 
 
-def conv_block(input_tensor, middle_kernel_size, filters, stage, block, strides=(2, 2), *,
-               use_bias=True, bn_epsilon=BN_EPSILON, bn_momentum=BN_MOMENTUM,
-               kernel_initializer=KERNEL_INITIALIZER, name_prefix="", weight_decay=0.0,
-               preact=False, stride_on="1x1", shortcut="B", groups=1, se_ratio=0.0,
-               zero_init_residual=False):
+def conv_block(input_tensor, middle_kernel_size, filters, stage, block, strides=(2, 2),
+               **options):
     """Residual block with a projection shortcut: a 1x1 conv with ``strides`` plus BN.
 
     Used where a stage starts: it changes the channel count and, with ``strides=(2, 2)``,
@@ -237,10 +176,9 @@ def conv_block(input_tensor, middle_kernel_size, filters, stage, block, strides=
     >>> tuple(y.shape)
     (None, 56, 56, 256)
     """
-    return _checked_block(
-        input_tensor, middle_kernel_size, filters, stage, block, strides, True,
-        dict(use_bias=use_bias, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
-             kernel_initializer=kernel_initializer, name_prefix=name_prefix,
-             weight_decay=weight_decay),
-        dict(preact=preact, stride_on=stride_on, shortcut=shortcut, groups=groups,
-             se_ratio=se_ratio, zero_init_residual=zero_init_residual))
+    return _checked_block(input_tensor, middle_kernel_size, filters, stage, block, strides,
+                          True, options, "conv_block")
+
+
+identity_block.__signature__ = keyword_signature(identity_block, OPTIONS)
+conv_block.__signature__ = keyword_signature(conv_block, OPTIONS)

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from kresnet import validation
-from kresnet.builder import DEFAULT_SIZE
+from kresnet.config import DEFAULT_SIZE
 
 #: The formats :func:`export` writes.
 FORMATS = ("onnx", "savedmodel")

@@ -2,11 +2,8 @@
 
 from keras import layers
 
+from kresnet.config import TUTORIAL_DROPOUT, TUTORIAL_FC_UNITS
 from kresnet.naming import HeadNames
-
-#: The tutorial's head: dropout before and after one hidden Dense layer.
-TUTORIAL_DROPOUT = 0.5
-TUTORIAL_FC_UNITS = 200
 
 
 def pool(x, pooling, options):
@@ -40,11 +37,11 @@ def tutorial_head(x, classes, activation, options, dropout=TUTORIAL_DROPOUT,
     return options.classifier(x, classes, activation, names.final)
 
 
-def build_head(x, head, classes, activation, pooling, options, dropout=TUTORIAL_DROPOUT,
-               fc_units=TUTORIAL_FC_UNITS):
-    """Dispatch on ``head``: ``"tutorial"``, ``"fc"`` or ``None`` (then ``pooling`` applies)."""
-    if head == "tutorial":
-        return tutorial_head(x, classes, activation, options, dropout, fc_units)
-    if head == "fc":
-        return fc_head(x, classes, activation, options)
-    return pool(x, pooling, options)
+def build_head(x, config, options):
+    """The head of ``config``: ``"tutorial"``, ``"fc"`` or ``None`` (then ``pooling`` applies)."""
+    if config.head == "tutorial":
+        return tutorial_head(x, config.classes, config.classifier_activation, options,
+                             config.dropout, config.fc_units)
+    if config.head == "fc":
+        return fc_head(x, config.classes, config.classifier_activation, options)
+    return pool(x, config.pooling, options)

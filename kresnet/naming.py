@@ -7,10 +7,16 @@ batch norms ``bn{s}{b}_branch2a`` ..., and its projection shortcut is ``res{s}{b
 with ``bn{s}{b}_branch1``. Names Caffe has no layer for (explicit padding, ReLUs, the
 classifier head) extend the same pattern with a suffix. ``prefix`` is prepended to every
 name so that two networks can live in one graph.
+
+This module also reads names back: :func:`parse` tells the part, stage, block, branch and
+role of any name it gives, and :func:`prefixes` finds the ResNets in a list of layer names.
+No other module holds a name pattern.
 """
 
+import re
 import string
 from dataclasses import dataclass
+from typing import Iterable, List, Optional
 
 LETTERS = string.ascii_lowercase
 
@@ -247,6 +253,25 @@ def model_name(depth, prefix=""):
     return f"{prefix}resnet{depth}"
 
 
+_KERAS_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_1_conv$")
+
+
+def keras_applications_blocks(names: Iterable[str]) -> tuple:
+    """Blocks per stage of a keras.applications ResNet, read off its layer names
+    (``conv4_block23_1_conv``: stage 4 has at least 23 blocks).
+
+    >>> keras_applications_blocks(["conv2_block1_1_conv", "conv2_block2_1_conv", "conv3_block1_1_conv"])
+    (2, 1)
+    """
+    counts = {}
+    for name in names:
+        match = _KERAS_BLOCK.match(name)
+        if match:
+            stage = int(match.group(1))
+            counts[stage] = max(counts.get(stage, 0), int(match.group(2)))
+    return tuple(counts[s] for s in sorted(counts))
+
+
 def keras_applications_names(labels, prefix=""):
     """Map kresnet layer names to keras.applications' (``ResNet50``, ``ResNet50V2``, ...).
 
@@ -270,3 +295,120 @@ def keras_applications_names(labels, prefix=""):
                 mapping[ours.conv(branch)] = f"{theirs}_{number}_conv"
                 mapping[ours.bn(branch)] = f"{theirs}_{number}_bn"
     return mapping
+
+
+@dataclass(frozen=True)
+class Name:
+    """What :func:`parse` reads from a layer name.
+
+    ``part``: ``"input"``, ``"stem"``, ``"block"``, ``"post"`` (the last BN and ReLU of a
+    pre-activation net) or ``"head"``. ``stage``: 1 for the stem, 2, 3, ... for blocks.
+    ``block``: the block label (``"a"``, ``"b22"``); ``base`` is ``res{stage}{block}``.
+    ``branch``: ``"1"`` (shortcut), ``"2a"``, ``"2b"``, ``"2c"``, or the deep stem's conv
+    letter. ``role``: ``conv``, ``bn``, ``relu``, ``pad``, ``sum``, ``out``, ``preact_bn``,
+    ``preact_relu``, ``se_pool`` / ``se_squeeze`` / ``se_excite`` / ``se_scale``, the
+    shortcut's ``pool`` / ``permute`` / ``zeros`` / ``unpermute``, the stem's ``pool`` and
+    ``pool_pad``, the head's ``avg_pool``, ``max_pool``, ``hidden``, ``final``,
+    ``dropout_hidden``, ``dropout_final`` and ``fc`` (``classes`` set), or ``input``.
+    """
+
+    part: str
+    role: str
+    stage: Optional[int] = None
+    block: Optional[str] = None
+    branch: Optional[str] = None
+    classes: Optional[int] = None
+    prefix: str = ""
+
+    @property
+    def base(self):
+        """``res{stage}{block}`` of a block layer: the name of its sum, without prefix."""
+        return None if self.block is None else f"res{self.stage}{self.block}"
+
+
+_LABEL_TEXT = r"(?P<stage>\d+)(?P<block>[A-Za-z][A-Za-z0-9]*?)"
+_BLOCK_PATTERNS = [
+    (re.compile(rf"^res{_LABEL_TEXT}_branch(?P<branch>1|2[abc])(?:_(?P<role>relu|pad))?$"),
+     "conv"),
+    (re.compile(rf"^bn{_LABEL_TEXT}_branch(?P<branch>1|2[abc])$"), "bn"),
+    (re.compile(rf"^res{_LABEL_TEXT}_branch(?P<branch>1)_"
+                r"(?P<role>pool|permute|zeros|unpermute)$"), None),
+    (re.compile(rf"^bn{_LABEL_TEXT}_preact$"), "preact_bn"),
+    (re.compile(rf"^res{_LABEL_TEXT}_preact_relu$"), "preact_relu"),
+    (re.compile(rf"^res{_LABEL_TEXT}_se_(?P<role>pool|squeeze|excite|scale)$"), "se_"),
+    (re.compile(rf"^res{_LABEL_TEXT}_relu$"), "out"),
+    (re.compile(rf"^res{_LABEL_TEXT}$"), "sum"),
+]
+_STEM = re.compile(r"^(?P<bn>bn_)?conv1(?P<branch>[abc]?)(?:_(?P<role>pad|relu))?$")
+_FC = re.compile(r"^fc(?P<classes>\d+)$")
+
+
+def _roles():
+    """Head, stem-pool and post names (without prefix) -> (part, role)."""
+    stem, head = StemNames(), HeadNames()
+    roles = {INPUT: ("input", "input"), stem.pool: ("stem", "pool"),
+             stem.pool_pad: ("stem", "pool_pad"), stem.post_bn: ("post", "bn"),
+             stem.post_relu: ("post", "relu")}
+    for role in ("avg_pool", "max_pool", "hidden", "final", "dropout_hidden",
+                 "dropout_final"):
+        roles[getattr(head, role)] = ("head", role)
+    return roles
+
+
+_FIXED = _roles()
+
+
+def parse(name: str, prefix: str = "") -> Optional[Name]:
+    """Read a layer name that kresnet gives; ``None`` for any other name (or one without
+    ``prefix``).
+
+    >>> parse("res4b22_branch2a")
+    Name(part='block', role='conv', stage=4, block='b22', branch='2a', classes=None, prefix='')
+    >>> parse("x_bn3a_branch1", prefix="x_").role, parse("fc1000").classes
+    ('bn', 1000)
+    >>> parse("bn_conv1b").branch, parse("dense") is None
+    ('b', True)
+    """
+    if not isinstance(name, str) or not name.startswith(prefix):
+        return None
+    bare = name[len(prefix):]
+    if bare in _FIXED:
+        part, role = _FIXED[bare]
+        return Name(part, role, stage=1 if part == "stem" else None, prefix=prefix)
+    match = _FC.match(bare)
+    if match:
+        return Name("head", "fc", classes=int(match["classes"]), prefix=prefix)
+    match = _STEM.match(bare)
+    if match:
+        role = "bn" if match["bn"] else (match["role"] or "conv")
+        if match["bn"] and match["role"]:
+            return None
+        return Name("stem", role, stage=1, branch=match["branch"] or None, prefix=prefix)
+    for pattern, role in _BLOCK_PATTERNS:
+        match = pattern.match(bare)
+        if match:
+            groups = match.groupdict()
+            found = groups.get("role")
+            role = found if role is None else (role + found if role == "se_" else
+                                               (found or role))
+            return Name("block", role, stage=int(groups["stage"]), block=groups["block"],
+                        branch=groups.get("branch"), prefix=prefix)
+    return None
+
+
+def prefixes(names: Iterable[str]) -> List[str]:
+    """The ``name_prefix`` of every ResNet in a list of layer names, in order: those whose
+    stem conv (``conv1`` or ``conv1a``) and first block sum (``res2a``) are both present.
+
+    >>> prefixes(["input", "conv1", "res2a"]), prefixes(["a_conv1a", "a_res2a", "b_conv1", "b_res2a"])
+    ([''], ['a_', 'b_'])
+    """
+    names = list(names)
+    present = set(names)
+    found = []
+    first_block = BlockNames(2, "a").sum
+    for name in names:
+        prefix = prefix_of(name)
+        if prefix is not None and prefix + first_block in present and prefix not in found:
+            found.append(prefix)
+    return found

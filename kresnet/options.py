@@ -10,15 +10,7 @@ import keras
 from keras import layers
 
 from kresnet import validation
-
-#: BatchNormalization epsilon of keras.applications (1e-5 in torchvision, 1e-3 Keras' default),
-#: so that weights moved between kresnet and keras.applications give the same outputs.
-BN_EPSILON = 1.001e-5
-#: BatchNormalization momentum of PyTorch (written 0.1 there). Keras' default 0.99 lags behind
-#: on short runs: moving statistics are not settled after a few hundred steps.
-BN_MOMENTUM = 0.9
-KERNEL_INITIALIZER = "he_normal"
-
+from kresnet.config import BN_EPSILON, BN_MOMENTUM, KERNEL_INITIALIZER, LAYER_OPTIONS
 
 @dataclass(frozen=True)
 class Options:
@@ -41,17 +33,12 @@ class Options:
             object.__setattr__(self, "data_format", keras.config.image_data_format())
 
     @classmethod
-    def checked(cls, use_bias=True, bn_epsilon=BN_EPSILON, bn_momentum=BN_MOMENTUM,
-                kernel_initializer=KERNEL_INITIALIZER, name_prefix="", weight_decay=0.0):
-        """Build options from user arguments, raising a clear error for a bad one."""
-        return cls(
-            use_bias=validation.boolean("use_bias", use_bias),
-            bn_epsilon=validation.number("bn_epsilon", bn_epsilon, 0, 1, low_open=True),
-            bn_momentum=validation.number("bn_momentum", bn_momentum, 0, 1, high_open=True),
-            kernel_initializer=validation.kernel_initializer(kernel_initializer),
-            name_prefix=validation.name_prefix(name_prefix),
-            weight_decay=validation.number("weight_decay", weight_decay, 0, 1),
-        )
+    def of(cls, values):
+        """The layer settings of a :class:`kresnet.config.ResNetConfig` or of a dict of
+        checked layer options (missing ones take their defaults)."""
+        get = values.get if isinstance(values, dict) else \
+            lambda key, default: getattr(values, key)
+        return cls(**{key: get(key, getattr(cls, key)) for key in LAYER_OPTIONS})
 
     def regularizer(self):
         """L2 of ``weight_decay / 2``: its gradient is ``weight_decay * w``, the weight decay

@@ -1,34 +1,49 @@
-"""Named presets: every ResNet variant people cite, as a setting of :func:`create_resnet`.
+"""Named presets: every ResNet variant people cite, each a named :class:`ResNetConfig`.
 
-:data:`PRESETS` maps a name to a :class:`Preset`: its ``create_resnet`` options, its natural
-input size and class count, and the published parameter count it must have (``None`` where
-no exact figure is published) with the source of that figure. :func:`build` builds one with
-keras.applications' argument conventions.
+:data:`PRESETS` maps a name to a :class:`Preset`: its config (natural input size, class
+count and the options that make the variant), and the published parameter count it must
+have (``None`` where no exact figure is published) with the source of that figure.
+:func:`kresnet.build` builds one with keras.applications' argument conventions.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Mapping, Optional
 
-from kresnet import validation
-from kresnet.builder import APPLICATIONS_OPTIONS, applications_call, check_options
+from kresnet.config import ResNetConfig
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One named configuration. ``params``: parameters at ``input_size`` with the
+    """One named configuration. ``options``: what it sets beyond a plain ResNet of its
+    ``depth`` with an ``fc`` head. ``params``: parameters at ``input_size`` with the
     ``classes``-way ``fc`` head, as published in ``source``: trainable ones, or all of them
     (``model.count_params()``, batch-norm statistics included) where ``counted`` is
-    ``"total"``, as keras.applications reports them."""
+    ``"total"``, as keras.applications reports them.
+
+    >>> PRESETS["resnet50d"].config.stem, PRESETS["resnet20"].input_size
+    ('deep', 32)
+    """
 
     name: str
-    depth: int
+    config: ResNetConfig
     description: str
-    params: int = None
+    options: Mapping
+    params: Optional[int] = None
     source: str = ""
-    input_size: int = 224
-    classes: int = 1000
-    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     counted: str = "trainable"
+
+    @property
+    def depth(self):
+        return self.config.depth
+
+    @property
+    def input_size(self):
+        return self.config.input_shape[0]
+
+    @property
+    def classes(self):
+        return self.config.classes
 
 
 _TORCHVISION = "torchvision.models weights meta num_params"
@@ -93,38 +108,13 @@ for _depth, _params in _CIFAR_PARAMS.items():
                   "He et al. 2015 Table 6 (rounded: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M)",
                   {**_CIFAR, "blocks": (_n, _n, _n)}))
 
-PRESETS = MappingProxyType({
-    name: Preset(name, depth, description, params, source,
-                 input_size=32 if options.get("stem") == "cifar" else 224,
-                 classes=10 if options.get("stem") == "cifar" else 1000,
-                 options=MappingProxyType(dict(options)),
-                 counted="total" if source == _KERAS else "trainable")
-    for name, depth, description, params, source, options in _ROWS
-})
+def _preset(name, depth, description, params, source, options):
+    cifar = options.get("stem") == "cifar"
+    size = 32 if cifar else 224
+    config = ResNetConfig(depth=depth, head="fc", classes=10 if cifar else 1000,
+                          input_shape=(size, size, 3), name=name, **options)
+    return Preset(name, config, description, MappingProxyType(dict(options)), params,
+                  source, counted="total" if source == _KERAS else "trainable")
 
 
-def build(name, input_shape=None, classes=None, include_top=True, weights=None,
-          input_tensor=None, pooling=None, classifier_activation="softmax", **options):
-    """Build preset ``name`` with keras.applications' arguments; ``options`` override it.
-
-    ``classes`` defaults to the preset's (1000, or 10 for the CIFAR nets) and the input to
-    its natural size (224x224x3, or 32x32x3).
-
-    >>> import kresnet
-    >>> model = kresnet.build("resnet20")
-    >>> model.name, model.input_shape, model.output_shape
-    ('resnet20', (None, 32, 32, 3), (None, 10))
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a preset name (a string). Received: name={name!r}")
-    if name not in PRESETS:
-        raise ValueError(f"`name` must be one of the presets: {', '.join(PRESETS)}. "
-                         f"Received: name={name!r}")
-    preset = PRESETS[name]
-    check_options(options, APPLICATIONS_OPTIONS, f"build({name!r})")
-    classes = preset.classes if classes is None else validation.positive_int("classes", classes)
-    merged = {**preset.options, **options}
-    model_name = validation.name_prefix(merged.get("name_prefix", "")) + name
-    return applications_call(preset.depth, include_top, weights, input_tensor, input_shape,
-                             pooling, classes, classifier_activation, model_name,
-                             default_size=preset.input_size, **merged)
+PRESETS = MappingProxyType({row[0]: _preset(*row) for row in _ROWS})

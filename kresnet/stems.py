@@ -12,27 +12,13 @@ first block's pre-activation does that.
 from keras import layers
 
 from kresnet import validation
+from kresnet.config import LAYER_OPTIONS, STEM_WIDTHS, ResNetConfig, check_options, \
+    keyword_signature
 from kresnet.naming import StemNames
-from kresnet.options import BN_EPSILON, BN_MOMENTUM, KERNEL_INITIALIZER, Options
+from kresnet.options import Options
 
-STEMS = ("classic", "deep", "cifar")
-#: Default widths: one conv for classic and cifar, three for deep.
-STEM_WIDTHS = {"classic": 64, "deep": (32, 32, 64), "cifar": 16}
-#: Downsampling of each stem.
-STEM_STRIDES = {"classic": 4, "deep": 4, "cifar": 1}
-
-
-def check_stem(stem, stem_width):
-    """Return ``(stem, widths)`` with widths as a tuple, refusing what does not fit."""
-    validation.one_of("stem", stem, STEMS)
-    if stem_width is None:
-        stem_width = STEM_WIDTHS[stem]
-    count = 3 if stem == "deep" else 1
-    widths = tuple(stem_width) if isinstance(stem_width, (tuple, list)) else (stem_width,)
-    if len(widths) != count:
-        raise ValueError(f"`stem_width` for `stem`={stem!r} must be {count} positive "
-                         f"integer{'s' if count > 1 else ''}. Received: stem_width={stem_width!r}")
-    return stem, tuple(validation.positive_int("stem_width", w) for w in widths)
+#: The keyword options of :func:`do_first_conv` besides ``filters``.
+OPTIONS = LAYER_OPTIONS + ("stem", "stem_width")
 
 
 def _pool(x, names, options):
@@ -58,15 +44,14 @@ def build_stem(x, stem, widths, options, preact=False):
     return x if stem == "cifar" else _pool(x, names, options)
 
 
-def do_first_conv(input_tensor, *, filters=64, use_bias=True, bn_epsilon=BN_EPSILON,
-                  bn_momentum=BN_MOMENTUM, kernel_initializer=KERNEL_INITIALIZER,
-                  name_prefix="", weight_decay=0.0, stem="classic", stem_width=None):
+def do_first_conv(input_tensor, *, filters=64, **options):
     """The classic stem: pad 3, 7x7/2 conv of 64 filters, BN, ReLU, pad 1, 3x3/2 max pooling.
 
     Layers: ``conv1_pad``, ``conv1``, ``bn_conv1``, ``conv1_relu``, ``pool1_pad``, ``pool1``.
     The output is 4 times smaller than the input in height and width. ``filters`` is the
     classic stem's width; ``stem="deep"`` or ``"cifar"`` builds the other stems, whose
     widths ``stem_width`` sets (it may set the classic one too, instead of ``filters``).
+    The other keyword options are the layer options of :class:`kresnet.ResNetConfig`.
 
     >>> import keras
     >>> y = do_first_conv(keras.Input((224, 224, 3)))
@@ -74,16 +59,20 @@ def do_first_conv(input_tensor, *, filters=64, use_bias=True, bn_epsilon=BN_EPSI
     (None, 56, 56, 64)
     """
     filters = validation.positive_int("filters", filters)
-    if filters != STEM_WIDTHS["classic"] and (stem != "classic" or stem_width is not None):
+    check_options(options, OPTIONS, "do_first_conv")
+    stem, stem_width = options.get("stem", "classic"), options.get("stem_width")
+    if filters != STEM_WIDTHS["classic"][0] and (stem != "classic" or stem_width is not None):
         raise ValueError(f"`filters`={filters} sets the classic stem's width only; with "
                          f"`stem`={stem!r} and `stem_width`={stem_width!r} pass the width(s) "
                          "as `stem_width`.")
     if stem_width is None and stem == "classic":
-        stem_width = filters
-    stem, widths = check_stem(stem, stem_width)
-    options = Options.checked(use_bias, bn_epsilon, bn_momentum, kernel_initializer,
-                              name_prefix, weight_decay)
+        options["stem_width"] = filters
+    # The config checks every option, the stem's widths against its kind among them.
+    config = ResNetConfig(input_shape=(None, None, 1), **options)
     if validation.input_tensor(input_tensor) is None:
         raise TypeError("`input_tensor` must be a Keras tensor, not None.")
-    validation.unused_names(input_tensor, StemNames(options.name_prefix).all(), "The stem")
-    return build_stem(input_tensor, stem, widths, options)
+    validation.unused_names(input_tensor, StemNames(config.name_prefix).all(), "The stem")
+    return build_stem(input_tensor, config.stem, config.stem_width, Options.of(config))
+
+
+do_first_conv.__signature__ = keyword_signature(do_first_conv, OPTIONS)

@@ -184,7 +184,8 @@ def spatial_shape(name, shape, min_size, data_format="channels_last"):
 
     ``shape`` is given in ``data_format`` order. Height and width may be ``None`` (any size,
     for fully convolutional use); given sizes must be at least ``min_size``, the total
-    downsampling of the network. Channels must be a positive int.
+    downsampling of the network (not checked where ``min_size`` is None). Channels must be a
+    positive int.
     """
     order = "(channels, height, width)" if data_format == "channels_first" else \
         "(height, width, channels)"
@@ -203,7 +204,7 @@ def spatial_shape(name, shape, min_size, data_format="channels_last"):
         if not is_int(size):
             raise TypeError(f"`{name}`: {what} must be a positive integer or None. "
                             f"{_received(name, shape)}")
-        if size < min_size:
+        if min_size is not None and size < min_size:
             raise ValueError(
                 f"`{name}`: {what} must be None or at least {min_size} (the network "
                 f"downsamples by {min_size}). {_received(name, shape)}")
@@ -224,14 +225,6 @@ def input_tensor(value):
         raise ValueError("`input_tensor` must be a 4D image tensor (batch, height, width, "
                          f"channels). Received shape: {tuple(value.shape)}")
     return value
-
-
-def pooling(value):
-    return one_of("pooling", value, (None, "avg", "max"))
-
-
-def head(value):
-    return one_of("head", value, ("tutorial", "fc", None))
 
 
 def classifier_activation(value):

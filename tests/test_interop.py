@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kresnet
-from kresnet import interop
+
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_interop")
@@ -145,7 +145,7 @@ def test_imagenet_weights_are_mapped_by_name(pair, top, tmp_path, monkeypatch):
     reference = pair[0] if top else keras.applications.ResNet50(
         weights=None, include_top=False, input_shape=(64, 64, 3))
     if not top:
-        interop.transfer_weights(pair[0], reference, skip_mismatch=True)
+        kresnet.transfer_weights(pair[0], reference, skip_mismatch=True)
     path = str(tmp_path / "imagenet.h5")
     reference.save(path)
     asked = []

@@ -1,28 +1,22 @@
-"""Weights between kresnet and keras.applications, and weight files in either naming scheme.
+"""Weights apart from building: transfer by layer name, weight-file readers, downloads.
 
-keras.applications names a layer ``conv4_block23_3_conv`` where kresnet names it
-``res4b22_branch2c``; :func:`kresnet.naming.keras_applications_names` holds the mapping.
 Every transfer matches layers by name, never by position, and refuses (naming the layer)
 anything that does not fit, so that a ResNet-50 file cannot silently fill a ResNet-101.
+Files may use kresnet's names (``res2a_branch2a``) or keras.applications' ones
+(``conv2_block1_1_conv``); :func:`kresnet.naming.keras_applications_names` maps them.
 """
 
 import os
-import re
 import tempfile
 import zipfile
+from typing import Mapping, Optional
 
 import h5py
 import keras
 import numpy as np
 
-from kresnet import naming
-from kresnet.depths import DEPTHS
-
-#: keras.applications functions by (depth, pre-activation).
-KERAS_APPLICATIONS = {(50, False): "ResNet50", (101, False): "ResNet101",
-                      (152, False): "ResNet152", (50, True): "ResNet50V2",
-                      (101, True): "ResNet101V2", (152, True): "ResNet152V2"}
-_KERAS_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_1_conv$")
+from kresnet import inspection, naming, validation
+from kresnet.config import ResNetConfig
 
 
 def _weighted(model):
@@ -46,18 +40,8 @@ def _assign(layer, arrays, source_name):
     layer.set_weights(arrays)
 
 
-def _stage_labels(model, prefix=""):
-    """Block labels per stage of a kresnet model, read off its ``res{stage}{label}`` sums."""
-    stages = {}
-    pattern = re.compile(rf"^{re.escape(prefix)}res(\d+)([a-z][0-9]*)$")
-    for layer in model.layers:
-        match = pattern.match(layer.name)
-        if match and isinstance(layer, keras.layers.Add):
-            stages.setdefault(int(match.group(1)), []).append(match.group(2))
-    return [stages[s] for s in sorted(stages)]
-
-
-def transfer_weights(source, target, mapping=None, skip_mismatch=False, use_all=True):
+def transfer_weights(source, target, mapping: Optional[Mapping[str, str]] = None, *,
+                     skip_mismatch: bool = False, use_all: bool = True) -> dict:
     """Copy weights from ``source`` into ``target`` by layer name.
 
     ``mapping`` maps target names to source names (default: the same names). Every weighted
@@ -72,6 +56,11 @@ def transfer_weights(source, target, mapping=None, skip_mismatch=False, use_all=
     >>> len(transfer_weights(a, b)["loaded"])
     12
     """
+    if not isinstance(source, _Arrays):
+        validation.keras_model(source, "source")
+    validation.keras_model(target, "target")
+    validation.boolean("skip_mismatch", skip_mismatch)
+    validation.boolean("use_all", use_all)
     mapping = mapping or {}
     sources, report, used = _weighted(source), {"loaded": [], "skipped": []}, set()
     for name, layer in _weighted(target).items():
@@ -93,113 +82,6 @@ def transfer_weights(source, target, mapping=None, skip_mismatch=False, use_all=
         raise ValueError(f"{len(unused)} weighted layer(s) of {source.name!r} have no "
                          f"counterpart in {target.name!r}, first {unused[0]!r}.")
     return report
-
-
-def _keras_config(model):
-    """(depth, preact, top, classes, pooling, activation) of a keras.applications ResNet."""
-    names = {layer.name for layer in model.layers}
-    counts = {}
-    for name in names:
-        match = _KERAS_BLOCK.match(name)
-        if match:
-            stage = int(match.group(1))
-            counts[stage] = max(counts.get(stage, 0), int(match.group(2)))
-    blocks = tuple(counts[s] for s in sorted(counts))
-    depth = next((d for d, row in DEPTHS.items()
-                  if row.blocks == blocks and row.block_type == "bottleneck"), None)
-    preact = "post_bn" in names
-    if (depth, preact) not in KERAS_APPLICATIONS:
-        raise ValueError(f"Model {model.name!r} is not a keras.applications ResNet50/101/152 "
-                         f"or ResNet50V2/101V2/152V2 (blocks per stage {blocks}).")
-    top = "predictions" in names
-    head = model.get_layer("predictions") if top else None
-    pooling = "avg" if "avg_pool" in names else "max" if "max_pool" in names else None
-    return depth, preact, top, head.units if top else 1000, pooling, \
-        head.activation if top else "softmax"
-
-
-def _kresnet_twin(depth, preact, **arguments):
-    from kresnet.builder import applications_call  # noqa: PLC0415 (builder imports us)
-
-    options = {"preact": True, "stride_block": "last", "stride_on": "3x3"} if preact else {}
-    return applications_call(depth, use_bias=True, head="fc", **options, **arguments)
-
-
-def from_keras_applications(model):
-    """The kresnet model with the same configuration as a keras.applications ResNet (v1 or
-    v2, with or without its head), holding its weights.
-
-    >>> import keras
-    >>> reference = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
-    >>> from_keras_applications(reference).get_layer("res4f_branch2c").filters
-    1024
-    """
-    depth, preact, top, classes, pooling, activation = _keras_config(model)
-    ours = _kresnet_twin(depth, preact, include_top=top, classes=classes, pooling=pooling,
-                         classifier_activation=activation,
-                         input_shape=tuple(model.input_shape[1:]),
-                         bn_momentum=model.get_layer("conv2_block1_1_bn").momentum)
-    transfer_weights(model, ours, _keras_mapping(ours))
-    return ours
-
-
-def to_keras_applications(model):
-    """The keras.applications ResNet of the same configuration as a kresnet model, holding
-    its weights. Refuses, naming the first layer that differs, a model keras.applications
-    cannot express (torchvision's stride placement, ResNeXt, SE, other stems...).
-
-    >>> import kresnet
-    >>> to_keras_applications(kresnet.ResNet50(input_shape=(64, 64, 3))).name
-    'resnet50'
-    """
-    preact = "bn_post" in {layer.name for layer in model.layers}
-    labels = _stage_labels(model)
-    blocks = tuple(len(stage) for stage in labels)
-    depth = next((d for d, row in DEPTHS.items()
-                  if row.blocks == blocks and row.block_type == "bottleneck"), None)
-    if (depth, preact) not in KERAS_APPLICATIONS:
-        raise ValueError(f"Model {model.name!r} has blocks per stage {blocks}"
-                         f"{' (pre-activation)' if preact else ''}: keras.applications has "
-                         "ResNet50/101/152 and ResNet50V2/101V2/152V2 only.")
-    names = {layer.name for layer in model.layers}
-    fc = _fc_layer(model)
-    top = fc is not None
-    classes = model.get_layer(fc).units if top else 1000
-    pooling = "avg" if "avg_pool" in names else "max" if "max_pool" in names else None
-    activation = model.get_layer(fc).activation if top else "softmax"
-    twin = _kresnet_twin(depth, preact, include_top=top, classes=classes, pooling=pooling,
-                         classifier_activation=activation,
-                         input_shape=tuple(model.input_shape[1:]))
-    _same_architecture(model, twin)
-    reference = getattr(keras.applications, KERAS_APPLICATIONS[(depth, preact)])(
-        weights=None, include_top=top, classes=classes, pooling=pooling,
-        classifier_activation=activation, input_shape=tuple(model.input_shape[1:]))
-    inverse = {theirs: ours for ours, theirs in _keras_mapping(model).items()}
-    transfer_weights(model, reference, inverse)
-    return reference
-
-
-def _layout(layer):
-    config = layer.get_config()
-    return {key: config.get(key) for key in ("kernel_size", "strides", "groups", "filters",
-                                             "padding", "pool_size", "units")}
-
-
-def _same_architecture(model, twin):
-    """Raise naming the first layer where ``model`` differs from the expected ``twin``."""
-    ours = {layer.name: layer for layer in model.layers}
-    for layer in twin.layers:
-        other = ours.get(layer.name)
-        if other is None or type(other) is not type(layer) or _layout(other) != _layout(layer):
-            found = "missing" if other is None else f"{type(other).__name__} {_layout(other)}"
-            raise ValueError(
-                f"Model {model.name!r} differs from keras.applications' layout at layer "
-                f"{layer.name!r}: expected {type(layer).__name__} {_layout(layer)}, found "
-                f"{found}.")
-    extra = [name for name in ours if name not in {layer.name for layer in twin.layers}]
-    if extra:
-        raise ValueError(f"Model {model.name!r} has layer {extra[0]!r}, which "
-                         "keras.applications' layout does not have.")
 
 
 def _legacy_h5_weights(path):
@@ -232,18 +114,13 @@ class _ArrayLayer:
         self.name, self.weights = name, arrays
 
 
-def _fc_layer(model):
-    """Name of the model's ``fc{classes}`` head layer, or None."""
-    return next((layer.name for layer in model.layers
-                 if re.fullmatch(r"fc\d+", layer.name)), None)
-
-
-def _keras_mapping(model):
-    """kresnet name -> keras.applications name for every layer of ``model``, head included."""
-    mapping = naming.keras_applications_names(_stage_labels(model))
-    fc = _fc_layer(model)
-    if fc:
-        mapping[fc] = "predictions"
+def keras_mapping(model, prefix: str = "") -> dict:
+    """kresnet name -> keras.applications name for every layer of the ResNet with
+    ``prefix`` in ``model``, its head included."""
+    mapping = naming.keras_applications_names(inspection.stage_labels(model, prefix), prefix)
+    head = inspection.head_layer(model, prefix)
+    if head is not None:
+        mapping[head.name] = "predictions"
     return mapping
 
 
@@ -252,14 +129,35 @@ def _scheme_mapping(model, file_names):
     ours = set(_weighted(model))
     if ours & set(file_names):
         return {}
-    mapping = _keras_mapping(model)
+    mapping = {}
+    for prefix in naming.prefixes(layer.name for layer in model.layers):
+        mapping.update(keras_mapping(model, prefix))
     if not set(mapping.values()) & set(file_names):
         raise ValueError("The weights file uses neither kresnet's layer names (res2a_branch2a) "
                          "nor keras.applications' (conv2_block1_1_conv).")
     return mapping
 
 
-def load_weights(model, path, skip_mismatch=False):
+def keras_applications_twin(model, **arguments):
+    """A keras.applications ResNet of the same network as the kresnet ``model`` (random
+    weights), or None where keras.applications has no such network."""
+    try:
+        config = inspection.config_of(model)
+    except ValueError:
+        return None
+    function = config.keras_applications()
+    if function is None:
+        return None
+    head = inspection.head_layer(model, config.name_prefix)
+    arguments = {"weights": None, "include_top": head is not None,
+                 "classes": head.units if head is not None else 1000,
+                 "classifier_activation": config.classifier_activation if head is not None
+                 else "softmax", "pooling": config.pooling,
+                 "input_shape": tuple(model.input_shape[1:]), **arguments}
+    return getattr(keras.applications, function)(**arguments)
+
+
+def load_weights(model: keras.Model, path, *, skip_mismatch: bool = False) -> dict:
     """Load a weights file into ``model`` by layer name, in either naming scheme.
 
     Reads legacy ``.h5`` files (keras.applications' published weights among them) and
@@ -279,7 +177,9 @@ def load_weights(model, path, skip_mismatch=False):
     >>> load_weights(target, path, skip_mismatch=True)["skipped"]
     ['fc7']
     """
-    path = os.fspath(path)
+    validation.keras_model(model)
+    path = validation.path(path)
+    validation.boolean("skip_mismatch", skip_mismatch)
     if not os.path.isfile(path):
         raise ValueError(f"`path` must be an existing weights file; no file at {path!r}")
     if zipfile.is_zipfile(path):
@@ -293,8 +193,8 @@ def load_weights(model, path, skip_mismatch=False):
     else:
         raise ValueError(f"{path!r} is neither a .keras file nor an HDF5 weights file.")
     mapping = _scheme_mapping(model, weights)
-    return transfer_weights(_Arrays(path, weights), model, mapping, skip_mismatch,
-                            use_all=False)
+    return transfer_weights(_Arrays(path, weights), model, mapping,
+                            skip_mismatch=skip_mismatch, use_all=False)
 
 
 def _final_dense_units(path):
@@ -330,12 +230,10 @@ def _load_unnamed(model, path, skip_mismatch):
     (kresnet's layout or keras.applications') whose own file has exactly this layout."""
     units = _final_dense_units(path)
     candidates = [(_with_units(model, units), {})]
-    try:
-        reference = to_keras_applications(model)
-    except ValueError:
-        reference = None
+    reference = keras_applications_twin(model)
     if reference is not None:
-        candidates.append((_with_units(reference, units), _keras_mapping(model)))
+        candidates.append((_with_units(reference, units), keras_mapping(
+            model, inspection.find_prefix(model))))
     wanted = _h5_layout(path)
     for twin, mapping in candidates:
         with tempfile.TemporaryDirectory() as folder:
@@ -344,17 +242,35 @@ def _load_unnamed(model, path, skip_mismatch):
             if _h5_layout(probe) != wanted:
                 continue
         twin.load_weights(path)
-        return transfer_weights(twin, model, mapping, skip_mismatch, use_all=False)
+        return transfer_weights(twin, model, mapping, skip_mismatch=skip_mismatch,
+                                use_all=False)
     raise ValueError(f"{path!r} stores no layer names and its layout fits neither "
                      f"{model.name!r} nor its keras.applications equivalent.")
 
 
-def imagenet_file(depth, preact, include_top):
+def check_imagenet(config: ResNetConfig) -> None:
+    """``weights="imagenet"`` needs exactly a keras.applications configuration; say which
+    argument departs from it before anything is built or downloaded."""
+    wrong = config.keras_applications_mismatch()
+    if config.head is not None and config.classes != 1000:
+        wrong.append("n_classes")
+    if config.input_shape[2] != 3:
+        wrong.append("in_shape")
+    if wrong:
+        raise ValueError(
+            "`weights`='imagenet' loads keras.applications' ResNet50/101/152(V2) weights, so "
+            "the model must have their configuration (build it with kresnet.ResNet50 or "
+            f"kresnet.build('resnet50v2')); these arguments differ: {', '.join(wrong)}.")
+
+
+def imagenet_file(config: ResNetConfig) -> str:
     """Fetch keras.applications' ImageNet weights with Keras' own download code (cached in
     ``~/.keras/models``) and return the local path."""
     # The addresses and hashes are keras.applications' own, read where Keras keeps them.
     from keras.src.applications import resnet  # noqa: PLC0415
 
+    check_imagenet(config)
+    depth, preact, include_top = config.plan.depth, config.preact, config.head is not None
     weights_name = f"resnet{depth}{'v2' if preact else ''}"
     file_name = (f"{weights_name}_weights_tf_dim_ordering_tf_kernels"
                  f"{'' if include_top else '_notop'}.h5")

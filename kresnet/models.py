@@ -1,0 +1,170 @@
+"""The front doors: :func:`create_resnet` and :func:`build` turn arguments into a
+:class:`kresnet.ResNetConfig`, build it (:mod:`kresnet.builder`) and then load weights
+(:mod:`kresnet.weights`). ``ResNet18`` ... ``ResNet152`` live in :mod:`kresnet.applications`.
+"""
+
+from typing import Optional, Tuple, Union
+
+import keras
+
+from kresnet import validation, weights as weight_files
+from kresnet.builder import build_model, tensor_shape
+from kresnet.config import FIELDS, ResNetConfig, keyword_signature, reject_unknown
+from kresnet.presets import PRESETS
+
+#: Options of ``create_resnet`` beyond its named arguments.
+CREATE_OPTIONS = tuple(n for n in FIELDS if n not in ("input_shape", "classes", "depth"))
+#: Options that the keras.applications-style functions take as keywords (``**options``).
+APPLICATIONS_OPTIONS = tuple(n for n in FIELDS if n not in (
+    "depth", "input_shape", "classes", "pooling", "classifier_activation", "name"))
+
+
+def make(config: ResNetConfig, input_tensor=None, weights=None) -> keras.Model:
+    """Build ``config`` and load ``weights`` (``None``, ``"imagenet"`` or a checked path)."""
+    if weights == "imagenet":
+        weight_files.check_imagenet(config)
+    model = build_model(config, input_tensor)
+    if weights == "imagenet":
+        weights = weight_files.imagenet_file(config)
+    if weights is not None:
+        weight_files.load_weights(model, weights)
+    return model
+
+
+def _head(options, include_top):
+    """The head option, checked even where ``include_top=False`` drops it."""
+    head = options.pop("head", FIELDS["head"].default)
+    head = FIELDS["head"].metadata["check"](head, "head")
+    return head if validation.boolean("include_top", include_top) else None
+
+
+def create_resnet(in_shape: Tuple[Optional[int], Optional[int], int] = (224, 224, 3),
+                  n_classes: int = 10, depth: int = 50, *, include_top: bool = True,
+                  weights: Optional[str] = None,
+                  input_tensor: Optional[keras.KerasTensor] = None,
+                  **options) -> keras.Model:
+    """Build a ResNet as a Keras ``Model`` with Caffe-style layer names.
+
+    With its defaults this is the tutorial's ResNet-50: the classic stem, stages 2-5 of
+    [3, 4, 6, 3] bottleneck blocks, then ``avg_pool``, dropout 0.5, ``fc_01`` (Dense 200,
+    relu), dropout 0.5 and ``fc_final`` (Dense ``n_classes``, softmax).
+
+    Args:
+        in_shape: ``(height, width, channels)``; height and width may be ``None``.
+            Ignored when ``input_tensor`` is given.
+        n_classes: classes of the classifier head.
+        depth: 18, 34, 50, 101, 152 or 200 (a row of :data:`kresnet.DEPTHS`).
+        include_top: ``False`` leaves the head out (``pooling`` then applies).
+        weights: ``None``, ``"imagenet"`` (keras.applications' weights, for the same
+            configurations) or the path of a weights file, read by layer name with
+            :func:`kresnet.load_weights`.
+        input_tensor: build on this Keras tensor instead of a new input.
+        options: every other option of :class:`kresnet.ResNetConfig` (``blocks``,
+            ``stride_on``, ``head``, ``use_bias``, ``name_prefix``, ...), each declared
+            there once with its default, allowed values and meaning.
+
+    >>> model = create_resnet((64, 64, 3), 10, depth=18)
+    >>> model.name, model.output_shape, model.layers[1].name
+    ('resnet18', (None, 10), 'conv1_pad')
+    """
+    reject_unknown(options, CREATE_OPTIONS, "create_resnet")
+    options["head"] = _head(options, include_top)
+    weights = validation.weights(weights)
+    names = {"input_shape": "in_shape", "classes": "n_classes"}
+    if input_tensor is not None:
+        channels_first = keras.config.image_data_format() == "channels_first"
+        in_shape = tensor_shape(input_tensor, "channels_first" if channels_first else
+                                "channels_last")
+        names["input_shape"] = "input_tensor.shape[1:]"
+    config = ResNetConfig(input_shape=in_shape, classes=n_classes, depth=depth,
+                          argument_names=names, **options)
+    return make(config, input_tensor, weights)
+
+
+create_resnet.__signature__ = keyword_signature(create_resnet, CREATE_OPTIONS)
+
+
+def applications_config(base: ResNetConfig, *, include_top=True, input_tensor=None,
+                        input_shape=None, pooling=None, classes=None,
+                        classifier_activation="softmax", name=None, options=None,
+                        where="build", natural=None) -> ResNetConfig:
+    """keras.applications' argument conventions applied to ``base``.
+
+    ``input_shape`` follows the image data format; without it (and without an
+    ``input_tensor``) the input is ``natural`` (the preset's size) with a head and
+    ``(None, None, 3)`` without one, or ``base``'s own where ``natural`` is None.
+    ``options`` override ``base``'s; ``include_top=False`` drops the head.
+    """
+    options = dict(options or {})
+    reject_unknown(options, APPLICATIONS_OPTIONS, where)
+    options["head"] = _head({"head": options.get("head", base.head)}, include_top)
+    changes = dict(options, pooling=pooling, classifier_activation=classifier_activation)
+    if classes is not None:
+        changes["classes"] = validation.positive_int("classes", classes)
+    if name is not None:
+        changes["name"] = validation.model_name(name)
+    data_format = keras.config.image_data_format()
+    names = {}
+    if input_shape is not None:
+        changes["input_shape"] = validation.spatial_shape("input_shape", input_shape, None,
+                                                          data_format)
+    if input_tensor is not None:
+        shape = tensor_shape(input_tensor, data_format)
+        if input_shape is not None and changes["input_shape"] != shape:
+            given = tuple(input_tensor.shape[1:])
+            raise ValueError(f"`input_shape` {tuple(input_shape)} does not match the shape "
+                             f"of `input_tensor` {given}; pass one of them.")
+        changes["input_shape"], names["input_shape"] = shape, "input_tensor.shape[1:]"
+    elif input_shape is None and natural is not None:
+        size = natural if include_top else None
+        changes["input_shape"] = (size, size, 3)
+    else:
+        names.setdefault("input_shape", "input_shape")
+    return base.replace(argument_names=names, **changes)
+
+
+def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[int] = None,
+          include_top: bool = True, weights: Optional[str] = None,
+          input_tensor: Optional[keras.KerasTensor] = None, pooling: Optional[str] = None,
+          classifier_activation="softmax", **options) -> keras.Model:
+    """Build a preset (a name of :data:`kresnet.PRESETS`) or a :class:`kresnet.ResNetConfig`
+    with keras.applications' arguments; ``options`` override it.
+
+    For a preset, ``classes`` defaults to the preset's (1000, or 10 for the CIFAR nets) and
+    the input to its natural size (224x224x3, or 32x32x3). A config is built as it is,
+    except for the arguments given here (``include_top=False`` drops its head, and
+    ``pooling``, ``classifier_activation`` replace its own when they are not the
+    defaults), so ``build(kresnet.config_of(model))`` rebuilds ``model``.
+
+    >>> import kresnet
+    >>> model = kresnet.build("resnet20")
+    >>> model.name, model.input_shape, model.output_shape
+    ('resnet20', (None, 32, 32, 3), (None, 10))
+    >>> kresnet.build(kresnet.config_of(model)).count_params() == model.count_params()
+    True
+    """
+    if isinstance(name, ResNetConfig):
+        base, natural, where = name, None, "build(config)"
+        if pooling is None:
+            pooling = base.pooling
+        if classifier_activation == "softmax":
+            classifier_activation = base.classifier_activation
+    else:
+        if not isinstance(name, str):
+            raise TypeError("`name` must be a preset name (a string) or a "
+                            f"kresnet.ResNetConfig. Received: name={name!r}")
+        if name not in PRESETS:
+            raise ValueError(f"`name` must be one of the presets: {', '.join(PRESETS)}. "
+                             f"Received: name={name!r}")
+        preset = PRESETS[name]
+        base, natural, where = preset.config, preset.input_size, f"build({name!r})"
+        prefix = validation.name_prefix(options.get("name_prefix", ""))
+        options.setdefault("name", prefix + name)
+    weights = validation.weights(weights)
+    model_name = options.pop("name", None)
+    config = applications_config(base, include_top=include_top, input_tensor=input_tensor,
+                                 input_shape=input_shape, pooling=pooling, classes=classes,
+                                 classifier_activation=classifier_activation,
+                                 name=model_name, options=options, where=where,
+                                 natural=natural)
+    return make(config, input_tensor, weights)
