@@ -229,17 +229,18 @@ class ResNetConfig:
     def _resolve(self):
         """Fill in what the depth's row implies and check the options that go together."""
         row = DEPTHS[self.depth]
-        resolved = {"block_type": self.block_type or row.block_type,
-                    "blocks": self.blocks or row.blocks}
+        resolved = {"block_type": row.block_type if self.block_type is None else self.block_type,
+                    "blocks": row.blocks if self.blocks is None else self.blocks}
         if self.widths is not None and len(self.widths) != len(resolved["blocks"]):
             raise ValueError(f"`widths` must list one positive integer per stage of `blocks` "
                              f"({len(resolved['blocks'])} stages). Received: "
                              f"widths={self.widths!r}")
-        resolved["widths"] = self.widths or stage_widths(len(resolved["blocks"]))
+        resolved["widths"] = stage_widths(len(resolved["blocks"])) if self.widths is None \
+            else self.widths
         count = len(STEM_WIDTHS[self.stem])
-        stem_width = self.stem_width or STEM_WIDTHS[self.stem]
+        stem_width = STEM_WIDTHS[self.stem] if self.stem_width is None else self.stem_width
         if len(stem_width) != count:
-            given = self.stem_width[0] if len(self.stem_width) == 1 else self.stem_width
+            given = stem_width[0] if len(stem_width) == 1 else stem_width
             raise ValueError(f"`stem_width` for `stem`={self.stem!r} must be {count} positive "
                              f"integer{'s' if count > 1 else ''}. Received: stem_width={given!r}")
         resolved["stem_width"] = stem_width
