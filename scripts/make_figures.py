@@ -5,19 +5,24 @@ Usage: ``python scripts/make_figures.py [--out docs/figures]``
 Every picture is an SVG drawn with :func:`kresnet.plot_model` (one line per layer: name,
 class, output shape) from a small ``keras.Model`` built with kresnet's public functions, so
 the layer names in the pictures are the ones the library gives. SVG files are small text
-files that diff well, which is why they are kept in the repository. Needs Graphviz' ``dot``.
+files that diff well, which is why they are kept in the repository. They show the whole
+drawing in any viewer; tests/test_docs.py renders each with librsvg's ``rsvg-convert`` to
+check that. Needs Graphviz' ``dot``.
 """
 
 import argparse
 import os
 import sys
 
-import keras
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # draw with this checkout's kresnet, whatever is installed
+    sys.path.insert(0, ROOT)
 
-import kresnet
+import keras  # noqa: E402
 
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "docs", "figures")
+import kresnet  # noqa: E402
+
+DEFAULT_OUT = os.path.join(ROOT, "docs", "figures")
 
 
 def _block(name, shape, function, *args, **options):

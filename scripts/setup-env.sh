@@ -1,5 +1,6 @@
 # Sourced by demo.sh and test.sh: make .venv with kresnet, its test, export and train extras,
-# JAX and PyTorch (the tests run kresnet on those Keras back ends too), and Graphviz.
+# JAX and PyTorch (the tests run kresnet on those Keras back ends too), Graphviz, and librsvg's
+# rsvg-convert (the tests render every SVG with it, as a reader's viewer draws it).
 # Re-running is fast: pip runs again only when setup.cfg, pyproject.toml or the pins changed.
 # KRESNET_BACKENDS=0 leaves JAX and PyTorch out (their tests are then skipped).
 set -euo pipefail
@@ -32,6 +33,15 @@ if ! command -v dot >/dev/null 2>&1; then
     else
         echo "[setup] Graphviz' dot is missing; pictures will be skipped. Install it with:"
         echo "        sudo apt-get install graphviz   (or: brew install graphviz)"
+    fi
+fi
+if ! command -v rsvg-convert >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] installing librsvg2-bin (rsvg-convert) with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin >/dev/null
+    else
+        echo "[setup] rsvg-convert is missing; the tests that render SVGs will be skipped. Install it with:"
+        echo "        sudo apt-get install librsvg2-bin   (or: brew install librsvg)"
     fi
 fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -133,3 +133,19 @@ def test_api_signatures_match_the_code():
         documented = " ".join(block.split())
         actual = f"{name}{inspect.signature(obj)}"
         assert actual.replace(" ", "") in documented.replace(" ", ""), (name, actual)
+
+
+SVGS = sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.svg"), recursive=True))
+
+
+@pytest.mark.parametrize("path", SVGS, ids=os.path.basename)
+def test_every_svg_under_docs_shows_its_whole_drawing(path, tmp_path):
+    """Rendered as a reader sees it (librsvg), every figure is whole: its drawing lies in
+    its viewBox and its last node (the final ReLU, the head) is drawn at the bottom."""
+    from tests.test_plot import check_svg_is_whole  # noqa: PLC0415
+
+    check_svg_is_whole(path, tmp_folder=str(tmp_path))
+
+
+def test_there_are_svgs_under_docs():
+    assert len(SVGS) >= len(FIGURES)
