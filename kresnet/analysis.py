@@ -62,7 +62,7 @@ def _groups(model):
         if name is None:
             groups[layer.name] = (prefixes[-1], "head", None)
         elif name.part == "block":
-            groups[layer.name] = (name.prefix, f"res{name.stage}", name)
+            groups[layer.name] = (name.prefix, naming.stage_name(name.stage), name)
         else:
             groups[layer.name] = (name.prefix, name.part, name)
     return groups, len(prefixes) > 1

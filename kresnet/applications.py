@@ -71,13 +71,13 @@ def _keras_config(model):
     blocks = naming.keras_applications_blocks(names)
     depth = next((d for d, row in DEPTHS.items()
                   if row.blocks == blocks and row.block_type == "bottleneck"), None)
-    preact = "post_bn" in names
+    preact = naming.KERAS_POST_BN in names
     if (depth, preact) not in KERAS_APPLICATIONS:
         raise ValueError(f"Model {model.name!r} is not a keras.applications ResNet50/101/152 "
                          f"or ResNet50V2/101V2/152V2 (blocks per stage {blocks}).")
-    top = "predictions" in names
-    head = model.get_layer("predictions") if top else None
-    pooling = "avg" if "avg_pool" in names else "max" if "max_pool" in names else None
+    top = naming.KERAS_PREDICTIONS in names
+    head = model.get_layer(naming.KERAS_PREDICTIONS) if top else None
+    pooling = naming.pooling_of(names)
     return depth, preact, top, head.units if top else 1000, pooling, \
         head.activation if top else "softmax"
 
@@ -106,7 +106,9 @@ def from_keras_applications(model: keras.Model) -> keras.Model:
     ours = _kresnet_twin(depth, preact, include_top=top, classes=classes, pooling=pooling,
                          classifier_activation=activation,
                          input_shape=tuple(model.input_shape[1:]),
-                         bn_momentum=model.get_layer("conv2_block1_1_bn").momentum)
+                         bn_momentum=model.get_layer(
+                             naming.keras_applications_names([["a"]])[
+                                 naming.BlockNames(2, "a").bn("2a")]).momentum)
     transfer_weights(model, ours, keras_mapping(ours))
     return ours
 
@@ -132,9 +134,7 @@ def to_keras_applications(model: keras.Model, *, prefix: Optional[str] = None) -
                          f"{' (pre-activation)' if preact else ''}: keras.applications has "
                          "ResNet50/101/152 and ResNet50V2/101V2/152V2 only.")
     head = inspection.head_layer(model, prefix)
-    names = {layer.name for layer in model.layers}
-    pooling = "avg" if f"{prefix}avg_pool" in names else \
-        "max" if f"{prefix}max_pool" in names else None
+    pooling = naming.pooling_of((layer.name for layer in model.layers), prefix)
     arguments = dict(include_top=head is not None,
                      classes=head.units if head is not None else 1000, pooling=pooling,
                      classifier_activation=head.activation if head is not None else "softmax",
@@ -144,7 +144,9 @@ def to_keras_applications(model: keras.Model, *, prefix: Optional[str] = None) -
     reference = getattr(keras.applications, KERAS_APPLICATIONS[(depth, preact)])(
         weights=None, **arguments)
     inverse = {theirs: ours for ours, theirs in keras_mapping(model, prefix).items()}
-    transfer_weights(model, reference, inverse)
+    # Every layer of the reference is filled, and _same_architecture found no layer of this
+    # ResNet that the reference lacks; other layers of the model are not this ResNet's.
+    transfer_weights(model, reference, inverse, use_all=False)
     return reference
 
 

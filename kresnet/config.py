@@ -297,6 +297,16 @@ class ResNetConfig:
         """Every option as a dict, defaults included."""
         return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
 
+    def count_params(self) -> Tuple[int, int]:
+        """``(all, trainable)`` parameters of the built network, counted from the plan
+        without building it: what ``model.count_params()`` and the sum of its trainable
+        weights give (batch norms hold 2 trainable and 2 moving values per channel).
+
+        >>> ResNetConfig(depth=50, head="fc", classes=1000).count_params()
+        (25636712, 25583592)
+        """
+        return _count(self)
+
     def keras_applications(self) -> Optional[str]:
         """The keras.applications function of this network (``"ResNet50V2"``), or None
         where keras.applications has no such network; the head and input may differ."""
@@ -490,6 +500,63 @@ def _make_plan(config):
         stages.append(tuple(stage_plan))
     return Plan(depth_of(config.blocks, config.block_type), config.block_type, config.blocks,
                 config.widths, config.stem, config.stem_width, style, tuple(stages))
+
+
+def _count(config):
+    """Parameters of every layer the builder makes for ``config`` (see blocks.py, stems.py
+    and heads.py for the layers), as ``(all, trainable)``."""
+    total, moving = 0, 0
+    bias = config.use_bias
+    preact = config.preact
+
+    def conv(c_in, c_out, kernel, groups=1, with_bias=bias):
+        return kernel[0] * kernel[1] * (c_in // groups) * c_out + (c_out if with_bias else 0)
+
+    def bn(channels):
+        nonlocal moving
+        moving += 2 * channels
+        return 4 * channels
+
+    channels = config.input_shape[2]
+    kernel = (7, 7) if config.stem == "classic" else (3, 3)
+    for i, width in enumerate(config.stem_width):
+        last = i == len(config.stem_width) - 1
+        total += conv(channels, width, kernel, with_bias=bias and not (preact and not last))
+        if not (preact and last):
+            total += bn(width)
+        channels = width
+    k = config.middle_kernel_size
+    for stage in config.plan.stages:
+        for block in stage:
+            filters = block.filters
+            kernels = ((1, 1), k, (1, 1)) if len(filters) == 3 else (k, k)
+            if preact:
+                total += bn(channels)
+            c_in = channels
+            for i, (f, kernel_i) in enumerate(zip(filters, kernels)):
+                last = i == len(filters) - 1
+                groups = config.groups if len(filters) == 3 and i == 1 else 1
+                total += conv(c_in, f, kernel_i, groups, bias and not (preact and not last))
+                if not (preact and last):
+                    total += bn(f)
+                c_in = f
+            if config.se_ratio:
+                squeeze = max(1, round(filters[-1] * config.se_ratio))
+                total += conv(filters[-1], squeeze, (1, 1), with_bias=True)
+                total += conv(squeeze, filters[-1], (1, 1), with_bias=True)
+            if block.shortcut in ("projection", "avg_projection"):
+                total += conv(channels, filters[-1], (1, 1))
+                if not preact:
+                    total += bn(filters[-1])
+            channels = filters[-1]
+    if preact:
+        total += bn(channels)
+    if config.head == "tutorial":
+        total += channels * config.fc_units + config.fc_units
+        channels = config.fc_units
+    if config.head is not None:
+        total += channels * config.classes + config.classes
+    return total, total - moving
 
 
 def plan(depth: int = 50, **options) -> Plan:

@@ -222,6 +222,27 @@ class HeadNames:
                 self.dropout_final, self.final, self.fc(classes)]
 
 
+def stage_name(stage, prefix=""):
+    """The name of a stage as a whole, as in the Caffe tables: ``res2`` ... ``res5``.
+
+    >>> stage_name(4), stage_name(2, "x_")
+    ('res4', 'x_res2')
+    """
+    return f"{prefix}res{stage}"
+
+
+def pooling_of(names, prefix=""):
+    """``"avg"``, ``"max"`` or None: the global pooling that the names of a headless model
+    hold (kresnet's and keras.applications' pooling layers have the same names).
+
+    >>> pooling_of(["res5c_relu", "max_pool"]), pooling_of(["x_avg_pool"], "x_")
+    ('max', 'avg')
+    """
+    names = set(names)
+    head = HeadNames(prefix)
+    return "avg" if head.avg_pool in names else "max" if head.max_pool in names else None
+
+
 def input_name(prefix=""):
     """Name of the model's input layer.
 
@@ -253,6 +274,9 @@ def model_name(depth, prefix=""):
     return f"{prefix}resnet{depth}"
 
 
+#: keras.applications' names of its classifier and of the last BN of its V2 nets.
+KERAS_PREDICTIONS = "predictions"
+KERAS_POST_BN = "post_bn"
 _KERAS_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_1_conv$")
 
 
@@ -285,8 +309,8 @@ def keras_applications_names(labels, prefix=""):
     ('conv2_block1_1_conv', 'conv2_block3_0_bn', 'predictions')
     """
     stem = StemNames(prefix)
-    mapping = {stem.conv(): "conv1_conv", stem.bn(): "conv1_bn", stem.post_bn: "post_bn",
-               HeadNames(prefix).fc(1000): "predictions"}
+    mapping = {stem.conv(): "conv1_conv", stem.bn(): "conv1_bn", stem.post_bn: KERAS_POST_BN,
+               HeadNames(prefix).fc(1000): KERAS_PREDICTIONS}
     for stage, stage_block_labels in enumerate(labels, start=2):
         for index, label in enumerate(stage_block_labels, start=1):
             ours, theirs = BlockNames(stage, label, prefix), f"conv{stage}_block{index}"

@@ -120,7 +120,7 @@ def keras_mapping(model, prefix: str = "") -> dict:
     mapping = naming.keras_applications_names(inspection.stage_labels(model, prefix), prefix)
     head = inspection.head_layer(model, prefix)
     if head is not None:
-        mapping[head.name] = "predictions"
+        mapping[head.name] = naming.KERAS_PREDICTIONS
     return mapping
 
 
