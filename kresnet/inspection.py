@@ -172,8 +172,10 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
              for label in stage_labels_] for s, stage_labels_ in enumerate(labels, start=2)]
     for shortcut in ("B", "A", "avg", "C"):
         for stride_block in ("first", "last"):
-            for depth in sorted(DEPTHS, key=lambda d: DEPTHS[d].block_type !=
-                                values["block_type"]):
+            # The row of these very blocks first, then rows of the same block kind.
+            for depth in sorted(DEPTHS, key=lambda d: (DEPTHS[d].blocks != values["blocks"],
+                                                       DEPTHS[d].block_type !=
+                                                       values["block_type"])):
                 try:
                     config = ResNetConfig(depth=depth, stride_block=stride_block,
                                           shortcut=shortcut, **values)

@@ -65,3 +65,22 @@ def channels_first():
     keras.config.set_image_data_format("channels_first")
     yield
     keras.config.set_image_data_format(previous)
+
+
+_FULL_SIZE = {}
+
+
+@pytest.fixture(scope="session")
+def full_size():
+    """Natural-size models, each built once per test process: ``full_size("ResNet50",
+    stride_on="3x3")`` is ``kresnet.ResNet50(stride_on="3x3")``. Tests that use it share the
+    xdist group ``full_size``, so one worker builds each model once."""
+    import kresnet  # noqa: PLC0415
+
+    def get(function, **options):
+        key = (function, tuple(sorted(options.items())))
+        if key not in _FULL_SIZE:
+            _FULL_SIZE[key] = getattr(kresnet, function)(**options)
+        return _FULL_SIZE[key]
+
+    return get

@@ -17,12 +17,13 @@ MACS_1X1 = {18: 1_814_073_344, 34: 3_663_761_408, 50: 3_857_973_248, 101: 7_570_
 MACS_3X3 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}
 
 
+@pytest.mark.xdist_group("full_size")
 @pytest.mark.parametrize("depth", sorted(MACS_1X1))
-def test_count_macs_matches_the_paper_and_torchvision(depth):
-    build = getattr(kresnet, f"ResNet{depth}")
-    assert kresnet.count_macs(build()) == MACS_1X1[depth]
+def test_count_macs_matches_the_paper_and_torchvision(depth, full_size):
+    assert kresnet.count_macs(full_size(f"ResNet{depth}")) == MACS_1X1[depth]
     if depth in MACS_3X3:
-        assert kresnet.count_macs(build(stride_on="3x3")) == MACS_3X3[depth]
+        assert kresnet.count_macs(full_size(f"ResNet{depth}", stride_on="3x3")) == \
+            MACS_3X3[depth]
 
 
 def test_count_macs_counts_groups_and_refuses_unknown_sizes():
@@ -33,8 +34,9 @@ def test_count_macs_counts_groups_and_refuses_unknown_sizes():
         kresnet.count_macs(kresnet.ResNet18(include_top=False))
 
 
-def test_describe_is_table_1():
-    rows = kresnet.describe(kresnet.ResNet50())
+@pytest.mark.xdist_group("full_size")
+def test_describe_is_table_1(full_size):
+    rows = kresnet.describe(full_size("ResNet50"))
     assert [r["stage"] for r in rows] == ["stem", "res2", "res3", "res4", "res5", "head"]
     assert [r["blocks"] for r in rows] == [0, 3, 4, 6, 3, 0]
     assert rows[4]["output"] == (7, 7, 2048) and rows[4]["layers"] == "res5a_branch2a .. res5c_relu"
@@ -58,10 +60,11 @@ def test_blocks_describe_kinds_and_shortcuts():
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is missing")
-def test_plot_blocks_is_readable_at_resnet152(tmp_path):
+@pytest.mark.xdist_group("full_size")
+def test_plot_blocks_is_readable_at_resnet152(tmp_path, full_size):
     from PIL import Image
 
-    model = kresnet.ResNet152()
+    model = full_size("ResNet152")
     png = kresnet.plot_blocks(model, tmp_path / "r152.png")
     with Image.open(png) as image:
         width, height = image.size

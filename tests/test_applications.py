@@ -68,8 +68,9 @@ def test_pooling_and_classifier_activation(app, last_dim):
     assert len(reconstructed.weights) == len(model.weights)
 
 
-def test_defaults_follow_keras_applications():
-    model = kresnet.ResNet50()
+@pytest.mark.xdist_group("full_size")
+def test_defaults_follow_keras_applications(full_size):
+    model = full_size("ResNet50")
     assert (model.name, model.input_shape, model.output_shape) == (
         "resnet50", (None, 224, 224, 3), (None, 1000))
     assert kresnet.ResNet50(include_top=False).input_shape == (None, None, None, 3)

@@ -1,4 +1,8 @@
-"""Parameter counts of full-size models (built, never run) against published figures."""
+"""Parameter counts of full-size models (built, never run) against published figures.
+
+The models with conv biases are built once per session (the ``full_size`` fixture, shared
+with test_analysis' operation counts); the counts without biases come from the
+configuration, whose counts equal the built models' for every preset (test_presets)."""
 
 import keras
 import pytest
@@ -17,19 +21,22 @@ def trainable(model):
     return sum(int(keras.ops.size(w)) for w in model.trainable_weights)
 
 
+@pytest.mark.xdist_group("full_size")
 @pytest.mark.parametrize("depth", sorted(KERAS_APPLICATIONS_STYLE))
-def test_parameter_counts_with_and_without_bias(depth):
-    with_bias = getattr(kresnet, f"ResNet{depth}")()
+def test_parameter_counts_with_and_without_bias(depth, full_size):
+    with_bias = full_size(f"ResNet{depth}")
     assert with_bias.count_params() == KERAS_APPLICATIONS_STYLE[depth]
     assert with_bias.count_params() == DEPTHS[depth].params_bias
-    keras.backend.clear_session()
-    no_bias = getattr(kresnet, f"ResNet{depth}")(use_bias=False)
-    assert trainable(no_bias) == TORCHVISION_TRAINABLE[depth]
-    assert trainable(no_bias) == DEPTHS[depth].params_no_bias
+    config = kresnet.config_of(with_bias)
+    assert config.count_params() == (with_bias.count_params(), trainable(with_bias))
+    no_bias = config.replace(use_bias=False).count_params()[1]
+    assert no_bias == TORCHVISION_TRAINABLE[depth]
+    assert no_bias == DEPTHS[depth].params_no_bias
 
 
-def test_tutorial_model_has_the_tutorial_count():
-    model = kresnet.create_resnet()
+@pytest.mark.xdist_group("full_size")
+def test_tutorial_model_has_the_tutorial_count(full_size):
+    model = full_size("create_resnet")
     assert model.name == "resnet50"
     assert model.count_params() == 23_999_522
     assert [layer.name for layer in model.layers[-5:]] == [

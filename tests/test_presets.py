@@ -1,6 +1,4 @@
-"""Every preset: its published parameter count, shapes, names, save/load and a picture."""
-
-import shutil
+"""Every preset: its published parameter count, shapes, names, config, save/load, a graph."""
 
 import keras
 import numpy as np
@@ -9,6 +7,9 @@ import pytest
 import kresnet
 from kresnet import PRESETS
 from tests.conftest import automatic_names, load_in_fresh_process
+
+# One pytest-xdist worker runs this file: every preset is built once, small.
+pytestmark = pytest.mark.xdist_group("test_presets")
 
 REQUIRED = [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200",
@@ -53,19 +54,19 @@ def test_every_required_preset_exists_with_a_source():
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_published_parameter_count_at_natural_size(name):
-    keras.backend.clear_session()
+    """Counted from the configuration (no 100-million-weight build): the counts equal the
+    built model's for every preset in test_config_of_rebuilds_every_preset, and the
+    full-size ResNet-18 ... 152 are built and counted in test_counts."""
     preset = PRESETS[name]
-    model = kresnet.build(name)
+    config = preset.config
     size = preset.input_size
-    assert model.input_shape == (None, size, size, 3)
-    assert model.output_shape == (None, preset.classes)
-    assert model.name == name
+    assert config.input_shape == (size, size, 3)
+    assert (config.head, config.classes) == ("fc", preset.classes)
+    assert config.model_name == name
     if preset.params is None:
         return
-    if preset.counted == "total":
-        count = model.count_params()
-    else:
-        count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total, trainable = config.count_params()
+    count = total if preset.counted == "total" else trainable
     assert count == preset.params
     if name in PUBLISHED:
         assert count == PUBLISHED[name]
@@ -75,12 +76,36 @@ def _block_sums(model):
     return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
 
 
-def test_every_preset_small_saves_loads_plots_and_is_named(tmp_path):
+@pytest.fixture(scope="module")
+def small_models():
+    """Every preset built once, small (see narrowed), with 5 classes."""
+    return {name: kresnet.build(name, input_shape=small_shape(preset), classes=5,
+                                **narrowed(preset)) for name, preset in PRESETS.items()}
+
+
+def _layout(model):
+    return [(layer.name, type(layer).__name__, [tuple(w.shape) for w in layer.weights])
+            for layer in model.layers]
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_config_of_rebuilds_every_preset(name, small_models):
+    """build(config_of(model)) gives the same layer names, classes and weight shapes, the
+    config is the preset's, and its counts equal those of the built model."""
+    preset, model = PRESETS[name], small_models[name]
+    config = kresnet.config_of(model)
+    assert config == preset.config.replace(classes=5, input_shape=small_shape(preset),
+                                           **narrowed(preset)), name
+    assert _layout(kresnet.build(config)) == _layout(model)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert config.count_params() == (model.count_params(), trainable)
+
+
+def test_every_preset_small_saves_loads_draws_and_is_named(tmp_path, small_models):
     models, inputs = [], []
     rng = np.random.default_rng(0)
     for name, preset in PRESETS.items():
-        model = kresnet.build(name, input_shape=small_shape(preset), classes=5,
-                              **narrowed(preset))
+        model = small_models[name]
         assert model.output_shape == (None, 5), name
         assert automatic_names(model) == [], name
         names = [layer.name for layer in model.layers]
@@ -92,11 +117,11 @@ def test_every_preset_small_saves_loads_plots_and_is_named(tmp_path):
         assert all(s.startswith("res") for s in sums)
         assert names[:2] == ["input", "conv1" if preset.options.get("stem") == "cifar"
                              else ("conv1a_pad" if "stem" in preset.options else "conv1_pad")]
+        # The graph of every preset; test_plot renders pictures and checks them whole.
+        dot = open(kresnet.plot_model(model, tmp_path / f"{name}.dot"), encoding="utf-8").read()
+        assert all(f'"{layer}"' in dot or f"{layer} " in dot for layer in sums[-1:]), name
         models.append(model)
         inputs.append(rng.uniform(0, 1, (2, *small_shape(preset))).astype("float32"))
-    if shutil.which("dot"):
-        for model in models:
-            kresnet.plot_model(model, tmp_path / f"{model.name}.svg")
     results = load_in_fresh_process(models, tmp_path, inputs)
     for model, x, (outputs, names) in zip(models, inputs, results):
         assert names == [layer.name for layer in model.layers], model.name
