@@ -31,7 +31,7 @@ def layer_macs(layer):
     return 0
 
 
-def count_macs(model):
+def count_macs(model: keras.Model) -> int:
     """Exact multiply-accumulates per image of a built model with a fixed input size.
 
     Counted: every Conv2D (``H_out * W_out * C_out * k_h * k_w * C_in / groups``) and every
@@ -89,7 +89,7 @@ class Description(list):
         return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
-def describe(model):
+def describe(model: keras.Model) -> "Description":
     """A table of the model per stage, like Table 1 of He et al. (2015).
 
     One row each for the stem, every stage (``res2`` ...) and the head: the first and last
@@ -126,7 +126,7 @@ def describe(model):
     return Description(rows.values())
 
 
-def blocks(model):
+def blocks(model: keras.Model) -> list:
     """Per residual block, in order: name, kind, shortcut, output shape and parameters.
 
     ``kind`` is ``"basic"`` or ``"bottleneck"`` with ``"pre-activation"``, ``"grouped"`` and

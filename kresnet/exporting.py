@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from typing import Union
 
 import keras
 import numpy as np
@@ -46,7 +47,7 @@ _INSTALL = {"onnx": "`pip install kresnet[export]` (onnx, tf2onnx, onnxruntime)"
             "savedmodel": "`pip install tensorflow`"}
 
 
-def export(model, path, format="onnx"):
+def export(model: keras.Model, path: Union[str, os.PathLike], format: str = "onnx") -> str:
     """Write ``model``'s inference forward pass (``training=False``) to ``path``.
 
     ``format="onnx"`` writes one ``.onnx`` file (run it with onnxruntime; needs the

@@ -19,6 +19,7 @@ import re
 import secrets
 import zipfile
 import zlib
+from typing import Union
 
 import keras
 
@@ -45,7 +46,7 @@ _UNSAFE = {
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def save(model, path):
+def save(model: keras.Model, path: Union[str, os.PathLike]) -> str:
     """Write ``model`` to the ``.keras`` file ``path`` atomically; return ``path`` as a str.
 
     The model is written to a temporary file ``.{name}.{random}.part.keras`` in the same
@@ -74,7 +75,7 @@ def save(model, path):
     return path
 
 
-def write_bytes(path, data):
+def write_bytes(path: Union[str, os.PathLike], data: bytes) -> str:
     """Write ``data`` to ``path`` as :func:`save` writes a model: never half-written.
 
     For the small files that go with a model (a run's history, a pointer to its last
@@ -133,7 +134,8 @@ def _sync_folder(folder):
         os.close(descriptor)
 
 
-def load(path, *, trusted=False, expect=None, compile=True):
+def load(path: Union[str, os.PathLike], *, trusted: bool = False,
+         expect: Union[None, str, keras.Model] = None, compile: bool = True) -> keras.Model:
     """Load the model of the ``.keras`` file ``path``, refusing files that would run code.
 
     Keras' ``safe_mode`` stays on, and before Keras reads the file its ``config.json`` is

@@ -16,6 +16,7 @@ or refused with ``strict=True``.
 """
 
 import warnings
+from typing import Optional
 
 import keras
 import numpy as np
@@ -114,7 +115,8 @@ def folded_weights(conv, bn):
     return (kernel * scale).astype(dtype), ((bias - mean) * scale + beta).astype(dtype)
 
 
-def fold_batchnorm(model, strict=False, name=None):
+def fold_batchnorm(model: keras.Model, *, strict: bool = False,
+                   name: Optional[str] = None) -> keras.Model:
     """An inference-only copy of ``model`` with each batch norm that follows a conv folded
     into that conv's kernel and bias.
 

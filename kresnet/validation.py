@@ -125,23 +125,27 @@ _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 def stage_and_block(stage, block):
     """``stage``: a positive int (or digits); ``block``: letters and digits, e.g. ``'b1'``."""
+    stage_rule = "`stage` must be a positive integer such as 2. "
     if is_int(stage):
         positive_int("stage", stage)
-    elif not (isinstance(stage, str) and stage.isdigit()):
-        raise TypeError("`stage` must be a positive integer such as 2. "
-                        f"{_received('stage', stage)}")
-    if not isinstance(block, str) or not _LABEL.match(block):
-        raise TypeError(
-            "`block` must be a non-empty string of letters and digits such as 'a' or 'b1'. "
-            f"{_received('block', block)}")
+    elif not isinstance(stage, str):
+        raise TypeError(stage_rule + _received("stage", stage))
+    elif not stage.isdigit():
+        raise ValueError(stage_rule + _received("stage", stage))
+    block_rule = "`block` must be a non-empty string of letters and digits such as 'a' or 'b1'. "
+    if not isinstance(block, str):
+        raise TypeError(block_rule + _received("block", block))
+    if not _LABEL.match(block):
+        raise ValueError(block_rule + _received("block", block))
     return stage, block
 
 
 def name_prefix(value):
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.\-]*$", value):
-        raise TypeError(
-            "`name_prefix` must be a string of letters, digits, '_', '.' or '-' (may be empty). "
-            f"{_received('name_prefix', value)}")
+    rule = "a string of letters, digits, '_', '.' or '-' (may be empty)"
+    if not isinstance(value, str):
+        raise TypeError(f"`name_prefix` must be {rule}. {_received('name_prefix', value)}")
+    if not re.match(r"^[A-Za-z0-9_.\-]*$", value):
+        raise ValueError(f"`name_prefix` must be {rule}. {_received('name_prefix', value)}")
     return value
 
 
@@ -167,9 +171,12 @@ def depth(value):
 
 def blocks(value):
     """A custom stage list: blocks per stage, 1 to 8 stages of at least one block."""
-    if not isinstance(value, (tuple, list)) or not value:
-        raise TypeError("`blocks` must be a non-empty list of positive integers, one per stage, "
-                        f"such as (3, 4, 6, 3). {_received('blocks', value)}")
+    rule = "`blocks` must be a non-empty list of positive integers, one per stage, such as " \
+        f"(3, 4, 6, 3). {_received('blocks', value)}"
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(rule)
+    if not value:
+        raise ValueError(rule)
     if len(value) > 8:
         raise ValueError(f"`blocks` may list at most 8 stages. {_received('blocks', value)}")
     return tuple(positive_int(f"blocks[{i}]", v) for i, v in enumerate(value))
@@ -242,14 +249,14 @@ def classifier_activation(value):
 
 
 def kernel_initializer(value):
+    rule = "`kernel_initializer` must be a Keras initializer or its name, such as " \
+        f"'he_normal'. {_received('kernel_initializer', value)}"
+    if not isinstance(value, (str, dict, keras.initializers.Initializer)):
+        raise TypeError(rule)
     try:
         keras.initializers.get(value)
     except (ValueError, TypeError) as error:
-        raise ValueError("`kernel_initializer` must be a Keras initializer or its name, such "
-                         f"as 'he_normal'. {_received('kernel_initializer', value)}") from error
-    if value is None:
-        raise ValueError("`kernel_initializer` must be a Keras initializer or its name, such as "
-                         "'he_normal'. Received: kernel_initializer=None")
+        raise ValueError(rule) from error
     return value
 
 
