@@ -30,6 +30,14 @@ def stderr_closed():
         os.close(devnull)
 
 
+def startup_lines_hidden():
+    """:func:`stderr_closed`, or a block that changes nothing when ``TF_CPP_MIN_LOG_LEVEL``
+    is 0 or 1 (TensorFlow's information was asked for)."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "") in ("0", "1"):
+        return contextlib.nullcontext()
+    return stderr_closed()
+
+
 def import_tensorflow():
     """Import TensorFlow and Keras on Keras' TensorFlow back end, quietly; return ``tf``.
 
@@ -44,8 +52,7 @@ def import_tensorflow():
         if backend != "tensorflow":
             raise TrainingError(f"it trains with tf.distribute on Keras' TensorFlow back end; "
                                 f"unset KERAS_BACKEND (it is {backend!r}) to run it")
-    quiet = not started and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "") not in ("0", "1")
-    with stderr_closed() if quiet else contextlib.nullcontext():
+    with contextlib.nullcontext() if started else startup_lines_hidden():
         import keras  # noqa: PLC0415
         import tensorflow as tf  # noqa: PLC0415
 
