@@ -99,15 +99,10 @@ def _export(args):
 
 
 def _train(arguments):
-    """Run scripts/train.py of the source checkout that this package was installed from."""
-    import subprocess  # noqa: PLC0415
+    """Run ``kresnet.training`` (the ``train`` extra) in this process."""
+    from kresnet.training import main as train_main  # noqa: PLC0415
 
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "scripts", "train.py")
-    if not os.path.isfile(script):
-        raise RuntimeError(f"`kresnet train` runs scripts/train.py of a source checkout "
-                           f"(pip install -e), and there is none at {script}")
-    return subprocess.call([sys.executable, script, *arguments])
+    return train_main(arguments, prog=f"{PROGRAM} train")
 
 
 def parser():
@@ -143,7 +138,7 @@ def parser():
     export.add_argument("--format", default="onnx", choices=["onnx", "savedmodel"])
     train = commands.add_parser(
         "train", add_help=False, help="train on digits, CIFAR-10 or an image folder "
-        "(scripts/train.py; `kresnet train --help` lists its options)")
+        "(`kresnet train --help` lists its options)")
     train.add_argument("arguments", nargs=argparse.REMAINDER)  # for the listing; see main
     return main
 
@@ -165,12 +160,8 @@ def _import_quietly():
 def main(argv=None):
     """Entry point of the ``kresnet`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:  # every argument, --help included, is the script's
-        try:
-            return _train(argv[1:])
-        except RuntimeError as error:
-            print(f"{PROGRAM} train: error: {error}", file=sys.stderr)
-            return 2
+    if argv[:1] == ["train"]:  # every argument, --help included, is kresnet.training's
+        return _train(argv[1:])
     args = parser().parse_args(argv)
     try:
         _import_quietly()

@@ -12,8 +12,11 @@ def test_demo_runs_end_to_end(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=900,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # what scripts/setup-env.sh sets
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    # No TensorFlow start-up lines (oneDNN, CUDA drivers, absl), from any of its processes.
+    for noise in ("oneDNN", "cuda", "absl", "I0000", "E0000"):
+        assert noise not in result.stdout + result.stderr, result.stderr[-3000:]
     assert "parameters: 23,999,522" in result.stdout
     assert "max |difference| = 0.00e+00" in result.stdout
     accuracy = float(result.stdout.split("test accuracy after 4 epochs: ")[1].split("%")[0])

@@ -1,30 +1,37 @@
-"""scripts/train.py: data sets and their errors, checkpoints that survive SIGKILL, --resume,
-mirrored on two logical CPUs, multiworker on two local processes, mixed precision."""
+"""kresnet.training (``kresnet train``, ``scripts/train.py``): data sets and their errors,
+checkpoints that survive SIGKILL, --resume, mirrored on two logical CPUs, multiworker on two
+local processes, mixed precision, curves, and the command run from an installed wheel."""
 
+import dataclasses
 import importlib.util
 import io
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tarfile
-import time
+import venv
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from kresnet import cli, training
+from kresnet.training import callbacks, curves, data as datasets, model as models
+from kresnet.training.settings import Settings
 from tests.conftest import LOADER, ROOT
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_train")
 
 if keras.backend.backend() != "tensorflow":
-    pytest.skip("scripts/train.py trains with tf.distribute on the TensorFlow back end",
+    pytest.skip("kresnet.training trains with tf.distribute on the TensorFlow back end",
                 allow_module_level=True)
 for _package in ("sklearn", "matplotlib"):  # kresnet[train]; scripts/setup-env.sh installs it
     if importlib.util.find_spec(_package) is None:
@@ -33,20 +40,19 @@ for _package in ("sklearn", "matplotlib"):  # kresnet[train]; scripts/setup-env.
         pytest.skip(f"{_package} is missing: pip install kresnet[train]", allow_module_level=True)
 
 SCRIPT = os.path.join(ROOT, "scripts", "train.py")
+#: Subprocesses import kresnet from this checkout (PYTHONPATH), whatever is installed.
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-       "KERAS_BACKEND": "tensorflow"}
-#: A small, quick configuration: ResNet-18 with the CIFAR stem at width 8 on all digits.
-SMALL = ["--config", "stem=cifar", "--width", "8", "--batch-size", "64", "--verbose", "2"]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("kresnet_train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load_script()
+       "KERAS_BACKEND": "tensorflow",
+       "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+#: A small, quick configuration on all digits: a ResNet-18 cut to one block per stage (the
+#: CIFAR stem, widths 8-64), with a rate that gets it well above chance in 3 epochs.
+SMALL = ["--config", "stem=cifar", "--config", "blocks=1,1,1,1", "--width", "8", "--lr", "3e-3",
+         "--batch-size", "64", "--verbose", "2"]
+STEPS = 1258 // 64  # training batches per epoch of SMALL
+#: A tiny one for the tests of settings, files and counters: two stages of one block, width
+#: 4 (little for tf.function to trace), 64 images.
+MODEL = ["--width", "4", "--config", "stem=cifar", "--config", "blocks=1,1"]
+TINY = ["--epochs", "1", "--limit", "64", "--batch-size", "32", *MODEL, "--verbose", "0"]
 
 
 def run_script(*args, timeout=300, env=None):
@@ -65,13 +71,13 @@ def read_history(out):
 # -- data sets ------------------------------------------------------------------------------
 
 def test_digits_split_is_fixed_and_complete():
-    first, second = train.load_digits(), train.load_digits()
+    first, second = datasets.load_digits(), datasets.load_digits()
     assert first.sizes() == (1258, 180, 359) and sum(first.sizes()) == 1797
     for a, b in zip((first.train, first.val, first.test), (second.train, second.val, second.test)):
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[1], b[1])
-    assert first.train[0].shape[1:] == (32, 32, 1) and first.image_shape == (32, 32, 1)
-    assert set(first.test[1]) == set(range(10))  # every class in the test set
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    assert first.train.images.shape[1:] == (32, 32, 1) and first.image_shape == (32, 32, 1)
+    assert set(first.test.labels) == set(range(10))  # every class in the test set
 
 
 def _cifar_batch(n, offset):
@@ -84,7 +90,7 @@ def _cifar_batch(n, offset):
 def make_cifar(folder, n=20, archive=True, drop=None, replace=None):
     """A CIFAR-10 python archive (or folder) of the real layout, with n images per batch."""
     members = {}
-    for i, name in enumerate(train.CIFAR_MEMBERS):
+    for i, name in enumerate(datasets.CIFAR_MEMBERS):
         members[name] = pickle.dumps(_cifar_batch(n, i), protocol=2)
     members.update(replace or {})
     members.pop(drop, None)
@@ -106,12 +112,12 @@ def make_cifar(folder, n=20, archive=True, drop=None, replace=None):
 
 @pytest.mark.parametrize("archive", [True, False], ids=["archive", "folder"])
 def test_cifar10_reads_the_python_archive_and_its_folder(tmp_path, archive):
-    data = train.load_data(f"cifar10:{make_cifar(tmp_path, archive=archive)}", None)
+    data = datasets.load_data(f"cifar10:{make_cifar(tmp_path, archive=archive)}", None)
     assert data.sizes() == (90, 10, 20) and data.image_shape == (32, 32, 3)
     expected = _cifar_batch(20, 5)  # test_batch: rows are R plane, G plane, B plane
     image = expected[b"data"][3].reshape(3, 32, 32).transpose(1, 2, 0)
-    np.testing.assert_array_equal(data.test[0][3], image)
-    np.testing.assert_array_equal(data.test[1], expected[b"labels"])
+    np.testing.assert_array_equal(data.test.images[3], image)
+    np.testing.assert_array_equal(data.test.labels, expected[b"labels"])
 
 
 class _Evil:
@@ -141,8 +147,8 @@ def test_cifar10_errors_name_the_file(tmp_path, case, message):
         "folder_missing_member": lambda: make_cifar(tmp_path, archive=False,
                                                     drop="data_batch_4"),
     }[case]()
-    with pytest.raises(train.TrainingError, match=message):
-        train.load_data(f"cifar10:{path}", None)
+    with pytest.raises(training.TrainingError, match=message):
+        datasets.load_data(f"cifar10:{path}", None)
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=15, size=12):
@@ -158,25 +164,65 @@ def make_folder(root, classes=("cat", "dog"), per_class=15, size=12):
 
 
 def test_folder_splits_by_class_folders(tmp_path):
-    data = train.load_data(f"folder:{make_folder(tmp_path)}", (16, 16))
-    assert data.sizes() == (21, 3, 6) and data.classes == 2 and data.class_names == ["cat",
-                                                                                      "dog"]
+    data = datasets.load_data(f"folder:{make_folder(tmp_path)}", (16, 16))
+    assert data.sizes() == (21, 3, 6) and data.classes == 2 and data.class_names == ("cat",
+                                                                                      "dog")
     parts = (data.train, data.val, data.test)
-    pairs = [(x.numpy(), int(y)) for part in parts for x, y in train.as_dataset(part)]
+    pairs = [(x.numpy(), int(y)) for part in parts for x, y in part.dataset()]
     assert pairs[0][0].shape == (16, 16, 3) and pairs[0][0].dtype == np.float32
     assert len({x.tobytes() for x, _ in pairs}) == 30  # the three parts do not overlap
     for x, y in pairs:  # labels follow the class folders (cat images are dark)
         assert (x.mean() < 128) == (y == 0)
-    again = train.limit(train.load_data(f"folder:{tmp_path}", (16, 16)), 5)
+    again = datasets.limit(datasets.load_data(f"folder:{tmp_path}", (16, 16)), 5)
     assert list(again.train.paths) == list(data.train.paths[:5])  # a fixed subset
+    assert len(data.train) == 21  # limit made a new Data; the old one is unchanged
+
+
+def test_arrays_and_files_are_parts_with_one_interface(tmp_path):
+    folder = make_folder(tmp_path, per_class=2, size=8)
+    paths = sorted(os.path.join(folder, c, f) for c in ("cat", "dog") for f in ("0.png", "1.png"))
+    files = datasets.Files(paths, [0, 0, 1, 1], (8, 8))
+    arrays = datasets.Arrays(files.array().astype("uint8"), [0, 0, 1, 1])
+    for part in (files, arrays):
+        assert isinstance(part, datasets.Part) and len(part) == 4 and len(part[1:3]) == 2
+        assert type(part[1:3]) is type(part) and type(part[np.array([3, 0])]) is type(part)
+        pairs = [(x.numpy(), int(y)) for x, y in part.dataset()]
+        assert [y for _, y in pairs] == [0, 0, 1, 1] and pairs[0][0].dtype == np.float32
+        order = tf.constant([3, 1], tf.int64)
+        np.testing.assert_array_equal([x.numpy() for x, _ in part.dataset(order)],
+                                      [pairs[3][0], pairs[1][0]])
+        with pytest.raises(TypeError, match="takes a slice or an array of indices"):
+            part[0]
+    np.testing.assert_array_equal(files.array(), arrays.array())
+
+
+def test_settings_are_derived_without_changing_the_arguments():
+    args = training.parser().parse_args(["--weight-decay", "1e-4", "--config", "stem=cifar"])
+    settings = Settings.from_args(args)
+    assert settings.config == (("stem", "cifar"), ("weight_decay", 1e-4))
+    assert settings.augment == "crop" and settings.learning_rate == 1e-3
+    assert args.config == [("stem", "cifar")] and args.augment == "auto"  # untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.epochs = 3
+    assert Settings.from_args(training.parser().parse_args(["--dataset", "cifar10:x"])
+                              ).augment == "crop-flip"
+    assert sorted(settings.as_dict()) == sorted(vars(args))  # metrics.json: every argument
+    with pytest.raises(TypeError, match="takes a Settings"):
+        training.train(args)
+    with pytest.raises(ValueError, match="Settings.optimizer must be one of"):
+        Settings(optimizer="lbfgs")
+    with pytest.raises(TypeError, match="Settings.epochs must be an int"):
+        Settings(epochs="3")
+    with pytest.raises(TypeError, match="takes the parsed arguments"):
+        Settings.from_args(object())
 
 
 def test_width_follows_the_presets_stem():
-    args = train.parser().parse_args(["--width", "16"])
-    assert train.model_options(args, 4) == {"widths": (16, 32, 64, 128), "stem_width": 16}
-    deep = train.model_options(args, 4, preset_stem="deep")
+    settings = Settings.from_args(training.parser().parse_args(["--width", "16"]))
+    assert models.model_options(settings, 4) == {"widths": (16, 32, 64, 128), "stem_width": 16}
+    deep = models.model_options(settings, 4, preset_stem="deep")
     assert deep["stem_width"] == (8, 8, 16)
-    assert train.model_options(args, 3)["widths"] == (16, 32, 64)
+    assert models.model_options(settings, 3)["widths"] == (16, 32, 64)
 
 
 @pytest.mark.parametrize("case, message", [
@@ -196,8 +242,8 @@ def test_folder_errors_name_the_file(tmp_path, case, message):
         (root / "bird" / "notes.txt").write_text("no images here")
     if case == "corrupt":
         (root / "dog" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    with pytest.raises(train.TrainingError, match=message):
-        train.load_data(f"folder:{root}", (16, 16))
+    with pytest.raises(training.TrainingError, match=message):
+        datasets.load_data(f"folder:{root}", (16, 16))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -210,27 +256,64 @@ def test_folder_errors_name_the_file(tmp_path, case, message):
     (["--cpu-replicas", "2", "--strategy", "one"], "--cpu-replicas needs --strategy"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
-    assert train.main(argv + ["--out", str(tmp_path / "run")]) == 2
+    assert training.main(argv + ["--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1, error
     assert not (tmp_path / "run" / "best.keras").exists()
 
 
-def test_kresnet_train_runs_the_script():
-    result = subprocess.run([sys.executable, "-m", "kresnet", "train", "--help"],
-                            capture_output=True, text=True, timeout=120, env=ENV)
-    assert result.returncode == 0 and "usage: train.py" in result.stdout, result.stderr
-    for option in ("--strategy", "--cpu-replicas", "--resume", "--mixed-precision"):
-        assert option in result.stdout
+def test_kresnet_train_help_lists_the_options(capsys):
+    options = ("--strategy", "--cpu-replicas", "--resume", "--mixed-precision", "--epochs")
+    # The command, the module and the script, each in a new process.
+    for command, usage in (([sys.executable, "-m", "kresnet", "train", "--help"],
+                            "usage: kresnet train"),
+                           ([sys.executable, SCRIPT, "--help"], "usage: train.py")):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV)
+        assert result.returncode == 0 and usage in result.stdout, result.stderr
+        for option in options:
+            assert option in result.stdout
+    # In this process: `kresnet train` calls kresnet.training, no subprocess.
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--help"])
+    assert stop.value.code == 0 and "usage: kresnet train" in capsys.readouterr().out
+
+
+def test_importing_the_training_package_does_not_start_tensorflow():
+    code = ("import sys, kresnet, kresnet.cli, kresnet.training\n"
+            "loaded = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
+            "assert not loaded, loaded\n"
+            "assert kresnet.training.__file__.startswith(sys.argv[1]), kresnet.training.__file__")
+    result = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True,
+                            text=True, timeout=120, env=ENV)
+    assert result.returncode == 0, result.stderr
 
 
 def test_argument_parser_rejects_bad_values(capsys):
     for argv in (["--epochs", "0"], ["--config", "stem"], ["--image-size", "0"],
                  ["--optimizer", "lbfgs"]):
         with pytest.raises(SystemExit) as stop:
-            train.parser().parse_args(argv)
+            training.parser().parse_args(argv)
         assert stop.value.code == 2
     capsys.readouterr()
+
+
+def test_curves_count_whole_epochs_and_show_the_learning_rate():
+    history = [{"epoch": e, "loss": 2.0 / e, "accuracy": 0.2 * e, "val_loss": 2.5 / e,
+                "val_accuracy": 0.18 * e, "lr": 1e-3 / e} for e in (1, 2, 3, 4)]
+    figure = curves.figure(history, "resnet18 on digits")
+    try:
+        assert [axis.get_ylabel() for axis in figure.axes] == [
+            "loss", "accuracy", "learning rate (at the epoch's start)"]
+        for axis in figure.axes:
+            ticks = [t for t in axis.get_xticks() if 1 <= t <= 4]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        (rate,) = figure.axes[2].get_lines()
+        assert list(rate.get_ydata()) == [row["lr"] for row in history]
+    finally:
+        from matplotlib import pyplot
+
+        pyplot.close(figure)
+    assert curves.draw(history)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # -- training in this process ---------------------------------------------------------------
@@ -238,11 +321,11 @@ def test_argument_parser_rejects_bad_values(capsys):
 def test_cifar10_and_folder_train_and_report(tmp_path):
     cifar = make_cifar(tmp_path, n=40)
     out = tmp_path / "cifar"
-    assert train.main(["--dataset", f"cifar10:{cifar}", "--epochs", "2", "--batch-size", "32",
-                       "--config", "stem=cifar", "--width", "4", "--schedule", "plateau",
-                       "--patience", "3", "--optimizer", "sgd", "--weight-decay", "5e-4",
-                       "--verbose", "0",
-                       "--out", str(out)]) == 0
+    assert training.main(["--dataset", f"cifar10:{cifar}", "--epochs", "2", "--batch-size", "32",
+                          *MODEL, "--schedule", "plateau",
+                          "--patience", "3", "--optimizer", "sgd", "--weight-decay", "5e-4",
+                          "--verbose", "0",
+                          "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == {"train": 180, "validation": 20, "test": 40}
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs"] == 2
@@ -254,9 +337,10 @@ def test_cifar10_and_folder_train_and_report(tmp_path):
 
     folder = make_folder(tmp_path / "images", per_class=20)
     out = tmp_path / "folder"
-    assert train.main(["--dataset", f"folder:{folder}", "--image-size", "16", "--epochs", "1",
-                       "--batch-size", "8", "--model", "resnet20", "--verbose", "0",
-                       "--out", str(out)]) == 0
+    assert training.main(["--dataset", f"folder:{folder}", "--image-size", "16", "--epochs", "1",
+                          "--batch-size", "8", "--model", "resnet20", "--config",
+                          "blocks=1,1,1", "--verbose", "0",
+                          "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == {"train": 28, "validation": 4, "test": 8}
     assert keras.saving.load_model(out / "best.keras").input_shape == (None, 16, 16, 3)
@@ -282,9 +366,9 @@ def test_cifar10_and_folder_train_and_report(tmp_path):
 def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
     before = keras.config.dtype_policy().name
     out = tmp_path / "mixed"
-    assert train.main(["--mixed-precision", "--epochs", "1", "--limit", "128", "--batch-size",
-                       "32", "--width", "4", "--config", "stem=cifar", "--verbose", "0",
-                       "--out", str(out)]) == 0
+    assert training.main(["--mixed-precision", "--epochs", "1", "--limit", "128", "--batch-size",
+                          "32", *MODEL, "--verbose", "0",
+                          "--out", str(out)]) == 0
     assert keras.config.dtype_policy().name == before  # restored for whoever comes next
     model = keras.saving.load_model(out / "best.keras")
     policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
@@ -294,15 +378,14 @@ def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
 
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
     out = str(tmp_path / "run")
-    argv = ["--epochs", "1", "--limit", "64", "--batch-size", "32", "--width", "4",
-            "--config", "stem=cifar", "--verbose", "0", "--out", out]
-    assert train.main(argv) == 0
+    argv = TINY + ["--out", out]
+    assert training.main(argv) == 0
     before = (tmp_path / "run" / "best.keras").read_bytes()
-    assert train.main(argv) == 2
+    assert training.main(argv) == 2
     assert "already holds a run (checkpoint of epoch 1): pass --resume" in capsys.readouterr().err
-    assert train.main(argv + ["--resume"]) == 2  # nothing left to do at --epochs 1
+    assert training.main(argv + ["--resume"]) == 2  # nothing left to do at --epochs 1
     assert "already finished 1 epochs" in capsys.readouterr().err
-    assert train.main(argv + ["--resume", "--epochs", "2", "--lr", "0.01"]) == 2
+    assert training.main(argv + ["--resume", "--epochs", "2", "--lr", "0.01"]) == 2
     assert "was started with --lr None, this call has 0.01: a resumed run keeps its " \
         "settings" in capsys.readouterr().err
     assert (tmp_path / "run" / "best.keras").read_bytes() == before
@@ -310,23 +393,24 @@ def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
 
 def test_resume_carries_plateau_and_early_stopping_counters(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--epochs", "2", "--limit", "64", "--batch-size", "32", "--width", "4",
-            "--config", "stem=cifar", "--schedule", "plateau", "--patience", "2",
-            "--verbose", "0", "--out", str(out)]
-    assert train.main(argv) == 0
+    argv = ["--epochs", "2", "--limit", "64", "--batch-size", "32", *MODEL,
+            "--schedule", "plateau", "--patience", "2", "--verbose", "0", "--out", str(out)]
+    assert training.main(argv) == 0
     state = json.loads((out / "checkpoints" / "latest.json").read_text())
     assert set(state["callbacks"]) == {"plateau", "early_stopping"}
-    assert train.main(argv[:1] + ["3"] + argv[2:] + ["--resume"]) == 0
+    assert training.main(argv[:1] + ["3"] + argv[2:] + ["--resume"]) == 0
     assert [row["epoch"] for row in read_history(out)] == ["1", "2", "3"]
     resumed = json.loads((out / "checkpoints" / "latest.json").read_text())
-    best = max(float(row["val_accuracy"]) for row in read_history(out))
+    best = max(row["val_accuracy"] for row in resumed["history"])  # full precision
     assert resumed["callbacks"]["early_stopping"]["best"] == pytest.approx(best)
+    assert max(float(row["val_accuracy"]) for row in read_history(out)) == \
+        pytest.approx(best, rel=1e-5)  # history.csv keeps 6 significant digits
     capsys.readouterr()
 
 
 def test_restored_plateau_counters_act_on_the_next_epoch():
-    plateau = train._resumable(keras.callbacks.ReduceLROnPlateau,
-                               ("wait", "best", "cooldown_counter"))(
+    plateau = callbacks.resumable(keras.callbacks.ReduceLROnPlateau,
+                                  ("wait", "best", "cooldown_counter"))(
         monitor="val_accuracy", mode="max", factor=0.5, patience=2, verbose=0,
         restore={"wait": 1, "best": 0.9, "cooldown_counter": 0})
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
@@ -343,13 +427,12 @@ def test_restored_plateau_counters_act_on_the_next_epoch():
 def test_an_early_stopped_run_is_finished(tmp_path, capsys):
     out = tmp_path / "run"
     pointer = out / "checkpoints" / "latest.json"
-    argv = ["--epochs", "1", "--limit", "64", "--batch-size", "32", "--width", "4",
-            "--config", "stem=cifar", "--patience", "1", "--verbose", "0", "--out", str(out)]
-    assert train.main(argv) == 0
+    argv = TINY + ["--patience", "1", "--out", str(out)]
+    assert training.main(argv) == 0
     state = json.loads(pointer.read_text())
     state["stopped"] = True
     pointer.write_text(json.dumps(state))
-    assert train.main(["--epochs", "5"] + argv[2:] + ["--resume"]) == 2
+    assert training.main(["--epochs", "5"] + argv[2:] + ["--resume"]) == 2
     assert "stopped early at epoch 1 (--patience 1); nothing to resume" in \
         capsys.readouterr().err
 
@@ -358,42 +441,37 @@ def test_an_early_stopped_run_is_finished(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """Three epochs without interruption: the reference for --resume and for mirrored."""
+    """Three epochs without interruption, in this process: the reference for --resume and for
+    mirrored."""
     out = str(tmp_path_factory.mktemp("uninterrupted"))
-    result = run_script(*SMALL, "--epochs", "3", "--out", out)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert training.main(SMALL + ["--epochs", "3", "--verbose", "0", "--out", out]) == 0
     return out
 
 
-def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_continues(
-        tmp_path, uninterrupted):
+def test_sigkill_in_the_second_epoch_leaves_a_loadable_checkpoint_and_resume_continues(
+        tmp_path, uninterrupted, capsys):
     out = str(tmp_path / "killed")
     pointer = os.path.join(out, "checkpoints", "latest.json")
-    process = subprocess.Popen([sys.executable, SCRIPT, *SMALL, "--epochs", "3", "--out", out],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    try:
-        deadline = time.time() + 240
-        while not os.path.exists(pointer) and time.time() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        assert os.path.exists(pointer), "no checkpoint after the first epoch"
-        time.sleep(0.8)  # into the second epoch, which takes a few seconds
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+    # The process kills itself (SIGKILL) after 5 batches of the second epoch: a deterministic
+    # place, after the first checkpoint (see kresnet.training.callbacks).
+    result = run_script(*SMALL, "--epochs", "3", "--out", out,
+                        env={**ENV, callbacks.KILL_AFTER_BATCHES: str(STEPS + 5)})
+    assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Epoch 2/3" in result.stdout and "Epoch 3/3" not in result.stdout
     state = json.loads(open(pointer).read())
-    assert state["epoch"] in (1, 2)  # killed before the run finished
+    assert state["epoch"] == 1  # killed before the run finished, after its first checkpoint
+    assert [row["epoch"] for row in read_history(out)] == ["1"]
     model = keras.saving.load_model(os.path.join(out, "checkpoints", state["checkpoint"]))
-    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 19 * state["epoch"]
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == STEPS * state["epoch"]
     # What a kill during a save leaves: a partial temporary file, removed by the next run.
     partial = os.path.join(out, "checkpoints", ".epoch-0009.keras.0123456789abcdef.part.keras")
     with open(partial, "wb") as handle:
         handle.write(b"PK\x03\x04 half a zip")
 
-    result = run_script(*SMALL, "--epochs", "3", "--out", out, "--resume")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert f"resuming after epoch {state['epoch']} (optimizer step {19 * state['epoch']})" \
-        in result.stdout
+    capsys.readouterr()
+    assert training.main(SMALL + ["--epochs", "3", "--out", out, "--resume"]) == 0
+    assert f"resuming after epoch {state['epoch']} (optimizer step {STEPS * state['epoch']})" \
+        in capsys.readouterr().out
     resumed, reference = read_history(out), read_history(uninterrupted)
     assert [row["epoch"] for row in resumed] == ["1", "2", "3"]
     # Same data order, same optimizer state: the curve continues where it was cut.
@@ -404,6 +482,14 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_continues(
     # The last checkpoint and its pointer only: older ones and partial files are gone.
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["epoch-0003.keras",
                                                                      "latest.json"]
+
+
+def test_a_bad_kill_hook_value_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(callbacks.KILL_AFTER_BATCHES, "soon")
+    assert training.main(TINY + ["--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"{callbacks.KILL_AFTER_BATCHES} must be a positive number" in error
+    assert len(error.splitlines()) == 1
 
 
 # -- several devices, several workers -------------------------------------------------------
@@ -440,7 +526,7 @@ def test_multiworker_two_local_processes_end_with_identical_weights(tmp_path):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         log = open(tmp_path / f"worker-{index}.log", "w")
         workers.append((subprocess.Popen(
-            [sys.executable, SCRIPT, *SMALL, "--epochs", "1", "--limit", "512", "--strategy",
+            [sys.executable, SCRIPT, *SMALL, "--epochs", "1", "--limit", "256", "--strategy",
              "multiworker", "--out", out], stdout=log, stderr=subprocess.STDOUT,
             env={**ENV, "TF_CONFIG": config}), log))
     try:
@@ -463,3 +549,75 @@ def test_multiworker_two_local_processes_end_with_identical_weights(tmp_path):
     # Checkpoints and the best model are the chief's alone.
     assert os.path.exists(os.path.join(out, "best.keras"))
     assert os.listdir(os.path.join(out, "worker-1")) == ["metrics.json"]
+
+
+# -- the command from an installed package --------------------------------------------------
+
+def _fresh_venv(tmp_path):
+    """A wheel of this checkout installed (without dependencies) into a new venv outside the
+    checkout, which sees this venv's third-party packages through a .pth file listed after
+    its own site-packages; returns the new venv's folder."""
+    source = tmp_path / "source"  # what the wheel is built from, so the checkout stays clean
+    shutil.copytree(os.path.join(ROOT, "kresnet"), source / "kresnet",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source / name)
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--no-index", "-w", str(wheels), str(source)],
+                   check=True, timeout=300, capture_output=True)
+    (wheel,) = wheels.glob("kresnet-*.whl")
+    fresh = tmp_path / "venv"
+    venv.create(fresh, with_pip=False)
+    python = str(fresh / "bin" / "python")
+    # pip of this venv, installing for the new one (its scripts get the new one's python).
+    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
+                    "--no-deps", "--no-index", str(wheel)], check=True, timeout=300,
+                   capture_output=True)
+    own = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                          "['purelib'])"], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, env=_outside_env()).stdout.strip()
+    # Lines of a .pth file only extend sys.path (after the venv's own site-packages): the
+    # .pth files in those folders, such as this venv's editable-install hook of kresnet, are
+    # not run, so kresnet comes from the wheel alone.
+    theirs = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    with open(os.path.join(own, "zz_test_venv_packages.pth"), "w") as handle:
+        handle.write("\n".join(theirs) + "\n")
+    return fresh
+
+
+def _outside_env():
+    """This environment, without anything that would put the checkout on sys.path."""
+    env = {k: v for k, v in ENV.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if not p.startswith(sys.prefix))
+    return env
+
+
+def test_kresnet_train_runs_from_an_installed_wheel(tmp_path):
+    fresh = _fresh_venv(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**_outside_env(), "TF_CPP_MIN_LOG_LEVEL": "2"}  # as scripts/setup-env.sh sets it
+    where = subprocess.run(
+        [str(fresh / "bin" / "python"), "-c", "import kresnet, kresnet.training\n"
+         "print(kresnet.__file__); print(kresnet.training.__file__)"],
+        capture_output=True, text=True, timeout=120, cwd=empty, env=env)
+    assert where.returncode == 0, where.stderr
+    for path in where.stdout.split():
+        assert path.startswith(str(fresh)) and not path.startswith(ROOT + os.sep), path
+    result = subprocess.run(
+        [str(fresh / "bin" / "kresnet"), "train", *TINY, "--verbose", "2"],
+        capture_output=True, text=True, timeout=300, cwd=empty, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    run = empty / "runs" / "train"  # the default --out, in the current folder
+    for name in ("history.csv", "curves.png", "best.keras", "metrics.json",
+                 "checkpoints/latest.json", "checkpoints/epoch-0001.keras"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["images"]["train"] == 64 and metrics["epochs"] == 1
+    assert "test accuracy" in result.stdout
+    # TensorFlow's start-up lines (oneDNN, CUDA drivers, absl) are not shown.
+    for noise in ("oneDNN", "cuda", "absl", "I0000", "E0000"):
+        assert noise not in result.stderr, result.stderr[-3000:]
+    assert sorted(os.listdir(empty)) == ["runs"]
