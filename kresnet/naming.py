@@ -55,6 +55,11 @@ def stage_labels(n_blocks, numbered=None):
     return [block_label(i, n_blocks, numbered) for i in range(n_blocks)]
 
 
+def _prefixed(name):
+    """A property giving ``name`` with the object's ``prefix`` in front."""
+    return property(lambda self: f"{self.prefix}{name}", doc=f"``{name}`` with the prefix.")
+
+
 @dataclass(frozen=True)
 class StemNames:
     """Names of the stem's layers.
@@ -80,22 +85,11 @@ class StemNames:
     def relu(self, part=""):
         return f"{self.prefix}conv1{part}_relu"
 
-    @property
-    def pool_pad(self):
-        return f"{self.prefix}pool1_pad"
-
-    @property
-    def pool(self):
-        return f"{self.prefix}pool1"
-
-    @property
-    def post_bn(self):
-        """Pre-activation nets end their last stage with one BN and ReLU."""
-        return f"{self.prefix}bn_post"
-
-    @property
-    def post_relu(self):
-        return f"{self.prefix}post_relu"
+    pool_pad = _prefixed("pool1_pad")
+    pool = _prefixed("pool1")
+    #: Pre-activation nets end their last stage with one BN and ReLU.
+    post_bn = _prefixed("bn_post")
+    post_relu = _prefixed("post_relu")
 
     def all(self):
         names = [self.pool_pad, self.pool, self.post_bn, self.post_relu]
@@ -176,50 +170,39 @@ class BlockNames:
         return names
 
 
+#: The layers of the heads by role, without prefix; each dropout is named after the Dense
+#: layer it feeds.
+HEAD_ROLES = {"avg_pool": AVG_POOL, "max_pool": MAX_POOL, "hidden": "fc_01",
+              "final": "fc_final", "dropout_hidden": "dropout_fc_01",
+              "dropout_final": "dropout_fc_final"}
+
+
 @dataclass(frozen=True)
 class HeadNames:
     """Names of the classifier heads.
 
     ``"tutorial"``: ``avg_pool``, ``dropout_fc_01``, ``fc_01``, ``dropout_fc_final``,
-    ``fc_final``: each dropout is named after the Dense layer it feeds.
-    ``"fc"``: ``avg_pool``, ``fc{classes}`` (``fc1000`` as in Caffe for 1000 classes).
+    ``fc_final``. ``"fc"``: ``avg_pool``, ``fc{classes}`` (``fc1000`` as in Caffe for 1000
+    classes).
 
-    >>> HeadNames().fc(1000), HeadNames("x_").final
-    ('fc1000', 'x_fc_final')
+    >>> HeadNames().fc(1000), HeadNames("x_").final, HeadNames().dropout_hidden
+    ('fc1000', 'x_fc_final', 'dropout_fc_01')
     """
 
     prefix: str = ""
 
-    @property
-    def avg_pool(self):
-        return f"{self.prefix}{AVG_POOL}"
-
-    @property
-    def max_pool(self):
-        return f"{self.prefix}{MAX_POOL}"
-
-    @property
-    def hidden(self):
-        return f"{self.prefix}fc_01"
-
-    @property
-    def final(self):
-        return f"{self.prefix}fc_final"
-
-    @property
-    def dropout_hidden(self):
-        return f"{self.prefix}dropout_fc_01"
-
-    @property
-    def dropout_final(self):
-        return f"{self.prefix}dropout_fc_final"
+    avg_pool = _prefixed(HEAD_ROLES["avg_pool"])
+    max_pool = _prefixed(HEAD_ROLES["max_pool"])
+    hidden = _prefixed(HEAD_ROLES["hidden"])
+    final = _prefixed(HEAD_ROLES["final"])
+    dropout_hidden = _prefixed(HEAD_ROLES["dropout_hidden"])
+    dropout_final = _prefixed(HEAD_ROLES["dropout_final"])
 
     def fc(self, classes):
         return f"{self.prefix}fc{classes}"
 
     def all(self, classes):
-        return [self.avg_pool, self.max_pool, self.dropout_hidden, self.hidden,
-                self.dropout_final, self.final, self.fc(classes)]
+        return [getattr(self, role) for role in HEAD_ROLES] + [self.fc(classes)]
 
 
 def stage_name(stage, prefix=""):
@@ -369,13 +352,11 @@ _FC = re.compile(r"^fc(?P<classes>\d+)$")
 
 def _roles():
     """Head, stem-pool and post names (without prefix) -> (part, role)."""
-    stem, head = StemNames(), HeadNames()
+    stem = StemNames()
     roles = {INPUT: ("input", "input"), stem.pool: ("stem", "pool"),
              stem.pool_pad: ("stem", "pool_pad"), stem.post_bn: ("post", "bn"),
              stem.post_relu: ("post", "relu")}
-    for role in ("avg_pool", "max_pool", "hidden", "final", "dropout_hidden",
-                 "dropout_final"):
-        roles[getattr(head, role)] = ("head", role)
+    roles.update({name: ("head", role) for role, name in HEAD_ROLES.items()})
     return roles
 
 

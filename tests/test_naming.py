@@ -148,3 +148,40 @@ def test_naming_functions():
         "x_res4b22_branch2c", "x_bn4b22_branch1", "x_res4b22_relu")
     assert {"conv1_pad", "conv1", "bn_conv1", "conv1_relu", "pool1_pad", "pool1", "conv1a",
             "bn_conv1c", "bn_post", "post_relu"} <= set(naming.StemNames().all())
+
+
+@pytest.mark.parametrize("prefix", ["", "x_", "a.b-"])
+def test_parse_reads_back_every_name_naming_gives(prefix):
+    for stage, block in ((2, "a"), (4, "b22"), (13, "c")):
+        names = naming.BlockNames(stage, block, prefix)
+        for name in names.all():
+            parsed = naming.parse(name, prefix)
+            assert parsed is not None, name
+            assert (parsed.part, parsed.stage, parsed.block, parsed.prefix) == \
+                ("block", stage, block, prefix), name
+        assert naming.parse(names.conv("2b"), prefix).role == "conv"
+        assert naming.parse(names.bn("1"), prefix).branch == "1"
+        assert naming.parse(names.pad("2a"), prefix).role == "pad"
+        assert naming.parse(names.shortcut("zeros"), prefix).role == "zeros"
+        assert naming.parse(names.se("excite"), prefix).role == "se_excite"
+        assert naming.parse(names.preact_relu, prefix).role == "preact_relu"
+        assert (naming.parse(names.sum, prefix).role, naming.parse(names.out, prefix).role) \
+            == ("sum", "out")
+    for name in naming.StemNames(prefix).all():
+        assert naming.parse(name, prefix).part in ("stem", "post"), name
+    for name in naming.HeadNames(prefix).all(7):
+        assert naming.parse(name, prefix).part == "head", name
+    assert naming.parse(naming.HeadNames(prefix).fc(7), prefix).classes == 7
+    assert naming.parse(naming.input_name(prefix), prefix).part == "input"
+    for other in ("conv2d", "dense_1", f"{prefix}res", f"{prefix}bn_conv1_relu"):
+        assert naming.parse(other, prefix) is None, other
+
+
+def test_every_layer_of_every_kind_of_model_parses():
+    for model in (kresnet.build("resnet50d", input_shape=(64, 64, 3), name_prefix="p_"),
+                  kresnet.build("resnet20"), kresnet.create_resnet(
+                      (64, 64, 3), depth=18, preact=True, se_ratio=0.25, shortcut="C")):
+        prefix = naming.prefixes(layer.name for layer in model.layers)[0]
+        unread = [layer.name for layer in model.layers
+                  if naming.parse(layer.name, prefix) is None]
+        assert unread == [], (model.name, unread)
