@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from kresnet import inspection, naming
+from kresnet import inspection, naming, validation
 from kresnet.validation import shape_text
 
 
@@ -44,7 +44,7 @@ def count_macs(model: keras.Model) -> int:
     >>> count_macs(kresnet.ResNet50())
     3857973248
     """
-    return sum(layer_macs(layer) for layer in model.layers)
+    return sum(layer_macs(layer) for layer in validation.keras_model(model).layers)
 
 
 def _groups(model):
@@ -102,7 +102,7 @@ def describe(model: keras.Model) -> "Description":
     >>> [(r["stage"], r["blocks"], r["output"]) for r in rows][1:3]
     [('res2', 3, (56, 56, 256)), ('res3', 4, (28, 28, 512))]
     """
-    groups, several = _groups(model)
+    groups, several = _groups(validation.keras_model(model))
     rows = {}
     for layer in model.layers:
         if layer.name not in groups:

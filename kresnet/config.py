@@ -223,6 +223,8 @@ class ResNetConfig:
             object.__setattr__(self, spec.name, value)
         self._resolve()
         object.__setattr__(self, "_plan", _make_plan(self))
+        if self.name == naming.model_name(self._plan.depth, self.name_prefix):
+            object.__setattr__(self, "name", None)  # the default name, said or not
         validation.spatial_shape(names.get("input_shape", "input_shape"), self.input_shape,
                                  self._plan.min_size)
 

@@ -27,7 +27,7 @@ def find_prefix(model, prefix: Optional[str] = None, what: str = "This function"
     validation.keras_model(model)
     found = naming.prefixes(layer.name for layer in model.layers)
     if prefix is not None:
-        validation.name_prefix(prefix)
+        validation.name_prefix(prefix, "prefix")
         if prefix not in found:
             raise ValueError(f"`prefix`={prefix!r} names no ResNet of model {model.name!r}; "
                              f"it has {_listing(found)}.")
@@ -107,7 +107,9 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
     prefix = find_prefix(model, prefix, "config_of")
     layers = {name_of(name): (layer, name) for layer, name in parsed(model, prefix)}
     get = {key: layer for key, (layer, _) in layers.items()}
-    values = {"name_prefix": prefix, "name": model.name}
+    # With several ResNets the model's name is not this one's: it gets its default name.
+    several = len(naming.prefixes(layer.name for layer in model.layers)) > 1
+    values = {"name_prefix": prefix, "name": None if several else model.name}
     # Stem.
     deep = ("stem", "conv", "a") in get
     stem_convs = [get[("stem", "conv", p)] for p in (("a", "b", "c") if deep else (None,))]

@@ -144,7 +144,7 @@ def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[in
     True
     """
     if isinstance(name, ResNetConfig):
-        base, natural, where = name, None, "build(config)"
+        base, natural, where, model_name = name, None, "build(config)", None
         if pooling is None:
             pooling = base.pooling
         if classifier_activation == "softmax":
@@ -158,10 +158,8 @@ def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[in
                              f"Received: name={name!r}")
         preset = PRESETS[name]
         base, natural, where = preset.config, preset.input_size, f"build({name!r})"
-        prefix = validation.name_prefix(options.get("name_prefix", ""))
-        options.setdefault("name", prefix + name)
+        model_name = validation.name_prefix(options.get("name_prefix", "")) + name
     weights = validation.weights(weights)
-    model_name = options.pop("name", None)
     config = applications_config(base, include_top=include_top, input_tensor=input_tensor,
                                  input_shape=input_shape, pooling=pooling, classes=classes,
                                  classifier_activation=classifier_activation,

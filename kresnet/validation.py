@@ -80,10 +80,18 @@ def shape_text(shape):
 
 
 def one_of(name, value, allowed):
-    """Return ``value`` if it is in ``allowed``; the message lists the allowed values."""
-    if value not in allowed or (isinstance(value, bool) and not any(a is value for a in allowed)):
-        listed = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"`{name}` must be one of {listed}. {_received(name, value)}")
+    """Return ``value`` if it is in ``allowed``; the message lists the allowed values.
+    A value of a type none of them has is a ``TypeError``, another one a ``ValueError``.
+
+    >>> one_of("pooling", "avg", (None, "avg", "max"))
+    'avg'
+    """
+    listed = ", ".join(repr(a) for a in allowed)
+    message = f"`{name}` must be one of {listed}. {_received(name, value)}"
+    if type(value) not in {type(a) for a in allowed}:
+        raise TypeError(message)
+    if value not in allowed:
+        raise ValueError(message)
     return value
 
 
@@ -140,12 +148,12 @@ def stage_and_block(stage, block):
     return stage, block
 
 
-def name_prefix(value):
+def name_prefix(value, name="name_prefix"):
     rule = "a string of letters, digits, '_', '.' or '-' (may be empty)"
     if not isinstance(value, str):
-        raise TypeError(f"`name_prefix` must be {rule}. {_received('name_prefix', value)}")
+        raise TypeError(f"`{name}` must be {rule}. {_received(name, value)}")
     if not re.match(r"^[A-Za-z0-9_.\-]*$", value):
-        raise ValueError(f"`name_prefix` must be {rule}. {_received('name_prefix', value)}")
+        raise ValueError(f"`{name}` must be {rule}. {_received(name, value)}")
     return value
 
 

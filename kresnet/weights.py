@@ -61,6 +61,10 @@ def transfer_weights(source, target, mapping: Optional[Mapping[str, str]] = None
     validation.keras_model(target, "target")
     validation.boolean("skip_mismatch", skip_mismatch)
     validation.boolean("use_all", use_all)
+    if mapping is not None and not (isinstance(mapping, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())):
+        raise TypeError("`mapping` must be None or a dict from target to source layer names "
+                        f"(strings). Received: mapping={mapping!r}")
     mapping = mapping or {}
     sources, report, used = _weighted(source), {"loaded": [], "skipped": []}, set()
     for name, layer in _weighted(target).items():

@@ -72,8 +72,15 @@ def test_every_layer_of_a_block_has_its_caffe_name(model):
 
 
 def test_caffe_landmarks():
-    assert EXPECTED_BLOCKS[101][-4] == "res4b22"
-    assert "res3b7" in EXPECTED_BLOCKS[152] and "res4b35" in EXPECTED_BLOCKS[152]
+    """The labels kresnet plans for the original Caffe ResNet-101/152 (facts of the
+    prototxts, written out here), not the table above."""
+    def sums(depth):
+        return [f"res{b.stage}{b.label}" for stage in kresnet.plan(depth).stages
+                for b in stage]
+
+    assert sums(101)[-4] == "res4b22" and sums(101)[3:7] == ["res3a", "res3b1", "res3b2",
+                                                              "res3b3"]
+    assert "res3b7" in sums(152) and "res4b35" in sums(152) and sums(152)[-3] == "res5a"
 
 
 def test_stride_sits_on_the_first_1x1_of_a_bottleneck():
