@@ -149,3 +149,30 @@ def test_every_svg_under_docs_shows_its_whole_drawing(path, tmp_path):
 
 def test_there_are_svgs_under_docs():
     assert len(SVGS) >= len(FIGURES)
+
+
+def test_generated_parts_of_the_api_page_are_up_to_date():
+    """docs/api.md's signature blocks and options table are what scripts/make_docs.py
+    writes from the code: adding an option or changing a signature without running it
+    fails here."""
+    script = runpy.run_path(os.path.join(ROOT, "scripts", "make_docs.py"), run_name="make_docs")
+    assert script["stale"]() == [], "docs/api.md is stale: run python scripts/make_docs.py"
+    table = script["options_table"]()
+    from kresnet.config import FIELDS  # noqa: PLC0415
+
+    for name, spec in FIELDS.items():
+        assert f"| `{name}` | `{spec.default!r}` |" in table, name
+        assert spec.metadata["doc"] in table, name
+
+
+def test_the_docs_check_fails_on_a_stale_page(tmp_path):
+    script = runpy.run_path(os.path.join(ROOT, "scripts", "make_docs.py"), run_name="make_docs")
+    api = open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8").read()
+    stale = api.replace("| `groups` | `1` |", "| `groups` | `2` |", 1)
+    stale = stale.replace("plan(depth: int = 50,", "plan(depth: int = 18,", 1)
+    path = tmp_path / "api.md"
+    path.write_text(stale, encoding="utf-8")
+    assert script["stale"](str(path)) == ["signature of plan", "options table"]
+    assert script["main"](["--check", "--path", str(path)]) == 1
+    assert script["main"](["--path", str(path)]) == 0
+    assert path.read_text(encoding="utf-8") == api

@@ -95,8 +95,14 @@ def namespace(tmp_path_factory):
     saved = kresnet.save(tiny, folder / "tiny.keras")
     weights = str(folder / "tiny.weights.h5")
     tiny.save_weights(weights)
+    image = keras.Input((32, 32, 3), name="image")
+    halves = [kresnet.create_resnet(input_tensor=image, n_classes=3, blocks=(1,),
+                                    include_top=False, pooling="avg", name_prefix=prefix)
+              for prefix in ("a_", "b_")]
+    two = keras.Model(image, keras.layers.Concatenate(name="join")(
+        [half.output for half in halves]), name="two")
     names = {
-        "keras": keras, "np": np, "tiny": tiny, "plain": plain,
+        "keras": keras, "np": np, "tiny": tiny, "plain": plain, "two": two,
         "free": kresnet.create_resnet((None, None, 3), 3, blocks=(1,)),
         "tensor": keras.Input((8, 8, 32)),
         "stem_output": kresnet.do_first_conv(keras.Input((32, 32, 3))),
@@ -112,6 +118,7 @@ def namespace(tmp_path_factory):
         "do_first_conv": dict(input_tensor=keras.Input((32, 32, 3))),
         "conv_block": block, "identity_block": block,
         "count_macs": dict(model=tiny), "describe": dict(model=tiny),
+        "config_of": dict(model=tiny),
         "feature_maps": dict(model=tiny), "from_keras_applications": dict(model=tiny),
         "to_keras_applications": dict(model=tiny),
         "transfer_weights": dict(source=tiny, target=tiny),
