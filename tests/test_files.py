@@ -574,6 +574,7 @@ def test_the_kill_phases_are_the_steps_of_an_atomic_write(tmp_path, monkeypatch)
         ("replaced", False, True)]
 
 
+@pytest.mark.slow  # a fresh Python that imports TensorFlow, ten saving processes
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the saving processes are forked")
 def test_a_killed_save_leaves_the_old_or_the_new_file(tmp_path):
     """SIGKILL a process while it saves, at each step of the atomic write in turn (with no
