@@ -65,3 +65,16 @@ def channels_first():
     keras.config.set_image_data_format("channels_first")
     yield
     keras.config.set_image_data_format(previous)
+
+
+#: Doctests (collected from kresnet/ by --doctest-modules) that build full-size models or
+#: keras.applications pairs: marked slow here, as a docstring cannot carry a marker.
+SLOW_DOCTESTS = {"kresnet.builder.ResNet101", "kresnet.builder.ResNet152",
+                 "kresnet.interop.to_keras_applications", "kresnet.interop.load_weights",
+                 "kresnet.interop.from_keras_applications"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and item.name in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)
