@@ -44,6 +44,12 @@ _UNSAFE = {
     "FlaxLayer": "a FlaxLayer calls a Flax module that is not part of Keras",
 }
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: For the kill tests only (tests/test_files.py), not an API: when set, :func:`_replace`
+#: calls ``_phase(step, temporary)`` as it finishes each step, with step "reserved" (the
+#: empty temporary exists), "written", "synced" (flushed to disk) and "replaced" (renamed
+#: over the target, before the folder is flushed), so that a test can kill the writing
+#: process at exactly that point. ``None``, the default, costs one comparison per step.
+_phase = None
 
 
 def save(model: keras.Model, path: Union[str, os.PathLike]) -> str:
@@ -109,14 +115,22 @@ def _replace(path, write, suffix=""):
     # Reserve the name (O_EXCL), with the permissions an ordinary new file gets.
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        if _phase is not None:
+            _phase("reserved", temporary)
         write(temporary)
+        if _phase is not None:
+            _phase("written", temporary)
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
+        if _phase is not None:
+            _phase("synced", temporary)
         os.replace(temporary, target)
     except BaseException:
         if os.path.lexists(temporary):
             os.remove(temporary)
         raise
+    if _phase is not None:
+        _phase("replaced", temporary)
     _sync_folder(folder)
 
 

@@ -84,3 +84,19 @@ def full_size():
         return _FULL_SIZE[key]
 
     return get
+
+
+#: Doctests (collected from kresnet/ by --doctest-modules) that build full-size models or
+#: keras.applications pairs: marked slow here, as a docstring cannot carry a marker.
+SLOW_DOCTESTS = {"kresnet.applications.ResNet101", "kresnet.applications.ResNet152",
+                 "kresnet.applications.to_keras_applications",
+                 "kresnet.applications.from_keras_applications",
+                 "kresnet.weights.load_weights", "kresnet.analysis.count_macs",
+                 "kresnet.analysis.describe", "kresnet.inspection.config_of",
+                 "kresnet.inspection.stage_labels", "kresnet.config.ResNetConfig.count_params"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and item.name in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)

@@ -18,7 +18,8 @@ MACS_3X3 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}
 
 
 @pytest.mark.xdist_group("full_size")
-@pytest.mark.parametrize("depth", sorted(MACS_1X1))
+@pytest.mark.parametrize("depth", [d if d < 50 else pytest.param(d, marks=pytest.mark.slow)
+                                   for d in sorted(MACS_1X1)])
 def test_count_macs_matches_the_paper_and_torchvision(depth, full_size):
     assert kresnet.count_macs(full_size(f"ResNet{depth}")) == MACS_1X1[depth]
     if depth in MACS_3X3:
@@ -26,6 +27,7 @@ def test_count_macs_matches_the_paper_and_torchvision(depth, full_size):
             MACS_3X3[depth]
 
 
+@pytest.mark.slow
 def test_count_macs_counts_groups_and_refuses_unknown_sizes():
     grouped = kresnet.build("resnext50_32x4d", include_top=False, input_shape=(64, 64, 3))
     layer = grouped.get_layer("res2a_branch2b")
@@ -34,6 +36,7 @@ def test_count_macs_counts_groups_and_refuses_unknown_sizes():
         kresnet.count_macs(kresnet.ResNet18(include_top=False))
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("full_size")
 def test_describe_is_table_1(full_size):
     rows = kresnet.describe(full_size("ResNet50"))
@@ -48,6 +51,7 @@ def test_describe_is_table_1(full_size):
     assert prefixed[1]["stage"] == "res2" and prefixed[1]["first"] == "bb_res2a_branch2a"
 
 
+@pytest.mark.slow
 def test_blocks_describe_kinds_and_shortcuts():
     rows = kresnet.analysis.blocks(kresnet.build("resnet50v2", input_shape=(64, 64, 3)))
     assert [r["shortcut"] for r in rows[:4]] == ["projection", "identity", "subsample",
@@ -59,6 +63,7 @@ def test_blocks_describe_kinds_and_shortcuts():
     assert d[3]["shortcut"] == "avg-pool + projection"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is missing")
 @pytest.mark.xdist_group("full_size")
 def test_plot_blocks_is_readable_at_resnet152(tmp_path, full_size):
@@ -79,6 +84,7 @@ def run_cli(*args):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+@pytest.mark.slow
 def test_cli_commands(tmp_path):
     result = run_cli("flops", "resnet50")
     assert result.returncode == 0, result.stderr
@@ -96,12 +102,14 @@ def test_cli_commands(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["flops", "resnet51"], "unknown preset 'resnet51'"),
+    pytest.param(["flops", "resnet51"], "unknown preset 'resnet51'", marks=pytest.mark.slow),
     (["flops", "resnet50", "--input-shape", "64x64"], "not a shape"),
-    (["flops", "resnet50", "--input-shape", "16,16,3"], "at least 32"),
+    pytest.param(["flops", "resnet50", "--input-shape", "16,16,3"], "at least 32",
+                 marks=pytest.mark.slow),
     (["plot", "resnet18"], "required: -o/--output"),
     (["explode"], "invalid choice"),
-    (["summary", "missing.keras"], "no file at 'missing.keras'"),
+    pytest.param(["summary", "missing.keras"], "no file at 'missing.keras'",
+                 marks=pytest.mark.slow),
 ])
 def test_cli_bad_arguments_exit_2_with_one_line(args, message):
     result = run_cli(*args)

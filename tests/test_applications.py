@@ -32,6 +32,7 @@ def shape(data_format, height, width, channels):
         (height, width, channels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app,last_dim", APPS, ids=lambda a: getattr(a, "__name__", ""))
 def test_notop_variable_input_channels(app, last_dim, data_format):
     for channels in (1, 4):
@@ -41,6 +42,7 @@ def test_notop_variable_input_channels(app, last_dim, data_format):
         assert list(model.outputs[0].shape) == [None, *expected]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app,last_dim", APPS[::2], ids=lambda a: getattr(a, "__name__", ""))
 def test_notop_custom_input_shape_and_tensor(app, last_dim, data_format):
     axis = 1 if data_format == "channels_first" else -1
@@ -54,6 +56,7 @@ def test_notop_custom_input_shape_and_tensor(app, last_dim, data_format):
     assert model.get_layer("custom_conv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app,last_dim", APPS, ids=lambda a: getattr(a, "__name__", ""))
 def test_pooling_and_classifier_activation(app, last_dim):
     model = app(weights=None, include_top=False, pooling="max")
@@ -68,6 +71,7 @@ def test_pooling_and_classifier_activation(app, last_dim):
     assert len(reconstructed.weights) == len(model.weights)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("full_size")
 def test_defaults_follow_keras_applications(full_size):
     model = full_size("ResNet50")
@@ -79,6 +83,7 @@ def test_defaults_follow_keras_applications(full_size):
     assert model.layers[-1].activation.__name__ == "linear"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,final", [(224, 7), (64, 2), (32, 1), (100, 4), (65, 3)])
 @pytest.mark.parametrize("depth", [18, 50])
 def test_output_shapes(depth, size, final):
@@ -91,6 +96,7 @@ def test_output_shapes(depth, size, final):
     assert model.layers[-1].name == "avg_pool"
 
 
+@pytest.mark.slow
 def test_fully_convolutional_use_runs_on_several_sizes():
     model = kresnet.ResNet18(include_top=False, input_shape=(None, None, 3))
     for height, width in ((64, 64), (96, 128), (33, 47)):
@@ -100,6 +106,7 @@ def test_fully_convolutional_use_runs_on_several_sizes():
     assert with_head(np.zeros((2, 80, 48, 3), "float32")).shape == (2, 4)
 
 
+@pytest.mark.slow
 def test_channels_first_layers_use_channel_axis_1(channels_first):
     model = kresnet.ResNet50(include_top=False, input_shape=(3, 64, 64))
     assert model.get_layer("bn2a_branch2a").axis == 1
@@ -107,6 +114,7 @@ def test_channels_first_layers_use_channel_axis_1(channels_first):
     assert model.output_shape == (None, 2048, 2, 2)
 
 
+@pytest.mark.slow
 def test_weights_path_is_loaded(tmp_path):
     source = kresnet.ResNet18(input_shape=(32, 32, 3), classes=3)
     path = str(tmp_path / "r18.weights.h5")

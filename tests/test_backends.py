@@ -22,7 +22,8 @@ import kresnet
 from tests.conftest import _AUTOMATIC, ROOT
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
-pytestmark = pytest.mark.xdist_group("test_backends")
+# Slow (seconds to minutes): left out of `bash scripts/test.sh --quick`.
+pytestmark = [pytest.mark.xdist_group("test_backends"), pytest.mark.slow]
 
 CHECK = os.path.join(ROOT, "scripts", "backend_check.py")
 BACKENDS = {"jax": "jax", "torch": "torch"}  # back end -> package it needs

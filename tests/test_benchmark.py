@@ -6,7 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+# Slow (seconds to minutes): left out of `bash scripts/test.sh --quick`.
+pytestmark = pytest.mark.slow
 
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark.py")
 HEADER = "| metric | unit | keras.applications | kresnet | ratio | target |"

@@ -27,6 +27,7 @@ def tutorial_resnet50(shape=(64, 64, 3), classes=10):
                                                   name="fc_final")(x), name="resnet50")
 
 
+@pytest.mark.slow
 def test_tutorial_composition_equals_create_resnet():
     import kresnet
 

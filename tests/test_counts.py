@@ -21,6 +21,7 @@ def trainable(model):
     return sum(int(keras.ops.size(w)) for w in model.trainable_weights)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("full_size")
 @pytest.mark.parametrize("depth", sorted(KERAS_APPLICATIONS_STYLE))
 def test_parameter_counts_with_and_without_bias(depth, full_size):
@@ -34,6 +35,7 @@ def test_parameter_counts_with_and_without_bias(depth, full_size):
     assert no_bias == DEPTHS[depth].params_no_bias
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("full_size")
 def test_tutorial_model_has_the_tutorial_count(full_size):
     model = full_size("create_resnet")

@@ -5,7 +5,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+# Slow (seconds to minutes): left out of `bash scripts/test.sh --quick`.
+pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_end_to_end(tmp_path):

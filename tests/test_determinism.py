@@ -43,6 +43,7 @@ def _train(seed):
     return model.get_weights(), history.history
 
 
+@pytest.mark.slow
 def test_the_same_seed_and_data_train_to_the_same_weights():
     """One epoch of SGD with dropout and shuffling on the CPU, twice: bit for bit equal."""
     weights, history = _train(3)

@@ -13,10 +13,13 @@ import kresnet
 from tests.conftest import ROOT
 
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+# The README's examples are quick; the pages' build many models (slow tier).
+DOC_CASES = [path if path.endswith("README.md") else pytest.param(path, marks=pytest.mark.slow)
+             for path in DOCS]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
-@pytest.mark.parametrize("path", DOCS, ids=os.path.basename)
+@pytest.mark.parametrize("path", DOC_CASES, ids=os.path.basename)
 def test_python_examples_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__docs__"}
@@ -104,6 +107,7 @@ FIGURES = {
 }
 
 
+@pytest.mark.slow
 def test_make_figures_writes_every_figure(tmp_path):
     if shutil.which("dot") is None:
         pytest.skip("Graphviz' dot is not installed")

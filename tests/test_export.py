@@ -42,6 +42,7 @@ def _input(model, batch=2, seed=0):
         0, 1, (batch, *model.input_shape[1:])).astype("float32")
 
 
+@pytest.mark.slow
 @needs_tf
 @pytest.mark.parametrize("make", [
     lambda: kresnet.create_resnet((64, 64, 3), 5, 18, head="fc"),
@@ -67,6 +68,7 @@ def test_onnx_of_a_never_called_model_matches_keras(make, tmp_path):
         np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=1e-4)
 
 
+@pytest.mark.slow
 @needs_tf
 def test_savedmodel_reloads_and_replaces_the_old_folder(tmp_path):
     model = small_model()
@@ -83,6 +85,7 @@ def test_savedmodel_reloads_and_replaces_the_old_folder(tmp_path):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_tf
 def test_variable_input_size_is_kept(tmp_path):
     """A model with None height/width is called at 224 when fresh and exports any size."""

@@ -3,7 +3,6 @@
 import json
 import os
 import queue
-import random
 import signal
 import subprocess
 import sys
@@ -402,22 +401,65 @@ def test_load_checks_its_arguments(kwargs, error, message, saved):
 # --- killed while saving -------------------------------------------------------------------
 
 # A fork server: it imports Keras and kresnet once (running no TensorFlow op, so forking is
-# safe) and, for each line "PATH FIRST" on stdin, forks a process that saves one tiny model
-# to PATH over and over, version k with every weight equal to k, until it is killed.
+# safe) and, for each line "PATH FIRST SAVES PHASE LIMIT" on stdin, forks a process that
+# saves one tiny model to PATH, version k with every weight equal to k: SAVES complete saves
+# of versions FIRST, FIRST + 1, ..., then one more that kills the process (SIGKILL) at PHASE.
+# PHASE is a step of kresnet.files._replace, reported through its _phase hook, or "writing":
+# in the middle of the archive, once LIMIT bytes of it are written. No timing is involved.
 SAVER = """
-import itertools, os, sys
+import os, signal, sys, traceback, zipfile
 import numpy as np
-import kresnet, kresnet.builder, kresnet.files
+import kresnet, kresnet.files
+
+say = lambda text: os.write(1, f"{os.getpid()} {text}\\n".encode())
 
 
-def save_forever(path, first):
+def die(phase, version):
+    say(f"killed {phase} {version}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Cut:
+    \"\"\"The file Keras writes the archive into: the process dies in the write that would
+    take the file past ``limit`` bytes, after writing up to the limit.\"\"\"
+
+    def __init__(self, file, limit, version):
+        self._file, self._limit, self._version = file, limit, version
+
+    def write(self, data):
+        data = bytes(data)
+        room = self._limit - self._file.tell()
+        if len(data) <= room:
+            return self._file.write(data)
+        self._file.write(data[:max(room, 0)])
+        self._file.flush()
+        die("writing", self._version)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def save_and_die(path, first, saves, phase, limit):
     model = kresnet.create_resnet((32, 32, 3), 3, blocks=(1,), widths=(4,), stem_width=4,
                                   head="fc")
     shapes = [(w.shape, w.dtype) for w in model.get_weights()]
-    say = lambda text: os.write(1, f"{os.getpid()} {text}\\n".encode())
-    say("ready")
-    for version in itertools.count(first):
+    last = first + saves
+    for version in range(first, last + 1):
         model.set_weights([np.full(shape, version, dtype) for shape, dtype in shapes])
+        if version == last and phase == "writing":
+            class CutZipFile(zipfile.ZipFile):
+                def __init__(self, file, mode="r", *args, **kwargs):
+                    if mode == "w" and hasattr(file, "write"):
+                        file = Cut(file, limit, version)
+                    super().__init__(file, mode, *args, **kwargs)
+
+            zipfile.ZipFile = CutZipFile
+        elif version == last:
+            def kill_at(step, temporary):
+                if step == phase:
+                    die(step, version)
+
+            kresnet.files._phase = kill_at
         say(f"saving {version}")
         kresnet.save(model, path)
         say(f"saved {version}")
@@ -425,22 +467,31 @@ def save_forever(path, first):
 
 print("0 server", flush=True)
 for line in sys.stdin:
-    path, first = line.split()
+    path, first, saves, phase, limit = line.split()
     pid = os.fork()
     if pid == 0:
         try:
-            save_forever(path, int(first))
+            save_and_die(path, int(first), int(saves), phase, int(limit))
+        except BaseException:
+            traceback.print_exc()
         finally:
             os._exit(1)
     print(f"{pid} child", flush=True)
-    os.waitpid(pid, 0)
-    print(f"{pid} reaped", flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(f"{pid} reaped {os.waitstatus_to_exitcode(status)}", flush=True)
 """
-KILLS = 12
+#: Where the saving process dies, in the order of kresnet.files._replace: its temporary file
+#: reserved (empty), half the archive written, all of it written, flushed to disk, renamed.
+PHASES = ("reserved", "writing", "written", "synced", "replaced")
+#: (phase, complete saves before the killed one), in the order run on one path: every phase
+#: with no file at the path yet, then every phase over an old file. "written" comes before
+#: "writing", which cuts the archive at half the size of the complete one that it leaves.
+KILLS = [(phase, 0) for phase in ("reserved", "written", "synced", "writing", "replaced")] + \
+    [(phase, 2) for phase in PHASES]
 
 
 class SaverServer:
-    """The fork server above and the lines it and its children print, by process id."""
+    """The fork server above and the lines it and its children print."""
 
     def __init__(self, log):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT,
@@ -451,7 +502,7 @@ class SaverServer:
                                         env=env, cwd=ROOT)
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for(0, "server", timeout=300)
+        self._until("server", timeout=300)
 
     def _read(self):
         for line in self.process.stdout:
@@ -459,41 +510,42 @@ class SaverServer:
                 self.lines.put(line.split())
         self.lines.put(None)
 
-    def wait_for(self, pid, word, timeout=120):
-        """Lines of ``pid`` up to the one that is ``word``, as ``[word, args...]`` lists."""
+    def _until(self, word, timeout):
+        """The lines (``[pid, word, args...]`` lists) up to the first whose word is ``word``;
+        the timeout only turns a hang into a failure."""
         seen, deadline = [], time.monotonic() + timeout
         while True:
             try:
                 words = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"no {word!r} from process {pid}: {seen[-5:]}") from None
+                raise AssertionError(f"no {word!r} line: {seen[-5:]}") from None
             if words is None:
                 raise AssertionError(f"the saver stopped: {self.log_tail()}")
-            if words and words[0] == str(pid):
-                seen.append(words[1:])
-                if words[1:2] == [word]:
-                    return seen
-            elif words[1:2] == ["child"] and word == "child":
-                return [["child", words[0]]]
+            seen.append(words)
+            if words[1:2] == [word]:
+                return seen
+
+    def run(self, path, first, saves, phase, limit, timeout=120):
+        """Run one saving process to its end: its exit code (``-9`` for SIGKILL) and the
+        lines it printed, as ``[word, args...]`` lists. The server prints "PID reaped" after
+        the process has ended, so every line of it comes before."""
+        self.process.stdin.write(f"{path} {first} {saves} {phase} {limit}\n")
+        self.process.stdin.flush()
+        lines = self._until("reaped", timeout)
+        pid, _, code = lines[-1]
+        assert [pid, "child"] in lines, lines
+        return int(code), [words[1:] for words in lines[:-1]
+                           if words[0] == pid and words[1:] != ["child"]]
 
     def log_tail(self):
         self.log.flush()
         with open(self.log.name, encoding="utf-8", errors="replace") as log:
             return log.read()[-3000:]
 
-    def start(self, path, first):
-        self.process.stdin.write(f"{path} {first}\n")
-        self.process.stdin.flush()
-        return int(self.wait_for(None, "child")[0][1])
-
     def close(self):
         self.process.stdin.close()
         self.process.wait(timeout=60)
         self.log.close()
-
-
-def _versions(lines, kind):
-    return [int(words[1]) for words in lines if len(words) == 2 and words[0] == kind]
 
 
 def _version_in(path):
@@ -504,50 +556,82 @@ def _version_in(path):
     return int(values.pop())
 
 
+def test_the_kill_phases_are_the_steps_of_an_atomic_write(tmp_path, monkeypatch):
+    """The hook the kill test relies on: each step once, in order, with the temporary."""
+    steps = []
+
+    def record(step, temporary):
+        steps.append((step, os.path.basename(temporary), os.path.exists(temporary),
+                      os.path.exists(tmp_path / "state.json")))
+
+    monkeypatch.setattr(kfiles, "_phase", record)
+    kfiles.write_bytes(tmp_path / "state.json", b"{}")
+    names = {name for _, name, _, _ in steps}
+    assert len(names) == 1 and kfiles.TEMPORARY.match(names.pop()).group("target") == \
+        "state.json"
+    assert [(step, there, done) for step, _, there, done in steps] == [
+        ("reserved", True, False), ("written", True, False), ("synced", True, False),
+        ("replaced", False, True)]
+
+
+@pytest.mark.slow  # a fresh Python that imports TensorFlow, ten saving processes
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the saving processes are forked")
 def test_a_killed_save_leaves_the_old_or_the_new_file(tmp_path):
-    """SIGKILL a process that saves the same path over and over, at random moments: the
-    path then holds a complete file (the last completed save, or the one being renamed when
-    the kill came), never a partial one; temporary files keep their recognisable names."""
-    rng = random.Random(os.environ.get("KRESNET_KILL_SEED"))
+    """SIGKILL a process while it saves, at each step of the atomic write in turn (with no
+    file at the path yet, then over an old one): the path holds exactly the old complete
+    file (or none) up to the rename and the new complete one from it on, never a partial
+    one; a killed save leaves one temporary file with a recognisable name (an empty one, a
+    partial one, the complete new file), until the rename."""
     started = time.monotonic()
     folder = tmp_path / "target"
     path = str(folder / "model.keras")
     server = SaverServer(tmp_path / "saver.log")
-    current = None  # the version in the file after the last kill
-    completed_saves = interrupted_writes = 0
+    current = None  # the version in the file at the path, None while there is none
+    complete = None  # the size of a complete file
+    completed_saves = 0
     try:
-        for kill in range(KILLS):
-            pid = server.start(path, 1 + 1000 * kill)
-            lines = server.wait_for(pid, "ready")
-            time.sleep(rng.uniform(0.0, 0.5))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                raise AssertionError(f"the saving process ended by itself: "
-                                     f"{server.log_tail()}") from None
-            lines += server.wait_for(pid, "reaped")
-            done, begun = _versions(lines, "saved"), _versions(lines, "saving")
-            completed_saves += len(done)
-            others = sorted(set(os.listdir(folder)) - {"model.keras"}) \
-                if os.path.isdir(folder) else []
-            for name in others:
-                match = kfiles.TEMPORARY.match(name)
-                assert match and match.group("target") == "model.keras", name
-                os.remove(folder / name)  # what a killed save leaves behind
-            interrupted_writes += bool(others)
-            if not os.path.exists(path):
-                assert current is None and not done, (kill, done)
+        for kill, (phase, saves) in enumerate(KILLS):
+            first = 1 + 1000 * kill
+            new = first + saves  # the version being saved when the process dies
+            limit = complete // 2 if phase == "writing" else 0
+            code, lines = server.run(path, first, saves, phase, limit)
+            expected = [words for version in range(first, new)
+                        for words in (["saving", str(version)], ["saved", str(version)])]
+            expected += [["saving", str(new)], ["killed", phase, str(new)]]
+            assert (code, lines) == (-signal.SIGKILL, expected), \
+                (phase, code, lines, server.log_tail())
+            completed_saves += saves
+            if saves:
+                current = new - 1
+            if phase == "replaced":
+                current = new
+            if current is None:
+                assert not os.path.lexists(path), phase
+            else:
+                assert _version_in(path) == current, (phase, current)
+                assert complete is None or os.path.getsize(path) == complete, phase
+            others = sorted(set(os.listdir(folder)) - {"model.keras"})
+            if phase == "replaced":
+                assert others == [], others
                 continue
-            found = _version_in(path)
-            # The last completed save, or the next one if its rename beat the kill.
-            allowed = {done[-1], done[-1] + 1} if done else {current, begun[0] if begun else 0}
-            assert found in allowed and found in set(begun) | {current}, \
-                (kill, found, done[-3:], begun[-3:])
-            current = found
+            assert len(others) == 1, (phase, others)
+            match = kfiles.TEMPORARY.match(others[0])
+            assert match and match.group("target") == "model.keras", others
+            temporary = str(folder / others[0])
+            size = os.path.getsize(temporary)
+            if phase == "reserved":
+                assert size == 0
+            elif phase == "writing":
+                assert size == limit > 0, (size, limit)
+                with pytest.raises(ValueError, match="is truncated or damaged"):
+                    kresnet.load(temporary)
+            else:  # the new file, complete, not yet renamed
+                assert _version_in(temporary) == new, phase
+                assert complete in (None, size), (complete, size)
+                complete = size
+            os.remove(temporary)  # what a killed save leaves behind
     finally:
         server.close()
-    print(f"{KILLS} kills, {completed_saves} completed saves, {interrupted_writes} kills "
-          f"during a write, {time.monotonic() - started:.1f} s")
-    assert completed_saves >= KILLS, "too few saves happened to test anything"
-    assert interrupted_writes >= 1, "no kill landed during a write"
+    print(f"{len(KILLS)} kills, {completed_saves} completed saves, "
+          f"{time.monotonic() - started:.1f} s")
+    assert completed_saves == sum(saves for _, saves in KILLS) > 0

@@ -36,6 +36,7 @@ def assert_same(a, b):
     assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app", APPS)
 def test_from_and_to_keras_applications_compute_the_same_function(app):
     keras.backend.clear_session()
@@ -52,6 +53,7 @@ def test_from_and_to_keras_applications_compute_the_same_function(app):
     assert_same(back(x, training=False), reference(x, training=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app,ours", [("ResNet50", lambda: kresnet.ResNet50(
     input_shape=(64, 64, 3), classifier_activation=None)), ("ResNet50V2", lambda: kresnet.build(
         "resnet50v2", input_shape=(64, 64, 3), classifier_activation=None))])
@@ -67,6 +69,7 @@ def test_with_heads_both_ways(app, ours):
     assert again.layers[-1].name == "fc1000"
 
 
+@pytest.mark.slow
 def test_a_mismatched_pair_names_the_first_layer_that_does_not_fit():
     r50 = kresnet.ResNet50(include_top=False, input_shape=(64, 64, 3))
     r101 = kresnet.ResNet101(include_top=False, input_shape=(64, 64, 3))
@@ -95,6 +98,7 @@ def fresh():
     return kresnet.ResNet50(input_shape=(64, 64, 3), classifier_activation=None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["keras", "kresnet"])
 @pytest.mark.parametrize("kind", ["legacy.h5", "weights.h5", "keras"])
 def test_load_weights_reads_every_format_in_both_schemes(pair, scheme, kind, tmp_path):
@@ -114,6 +118,7 @@ def test_load_weights_reads_every_format_in_both_schemes(pair, scheme, kind, tmp
     assert_same(target(x, training=False), pair[0](x, training=False))
 
 
+@pytest.mark.slow
 def test_skip_mismatch_reports_a_head_of_another_class_count(pair, tmp_path):
     path = str(tmp_path / "r50.h5")
     pair[0].save(path)
@@ -128,6 +133,7 @@ def test_skip_mismatch_reports_a_head_of_another_class_count(pair, tmp_path):
     assert kresnet.load_weights(headless, path)["skipped"] == []
 
 
+@pytest.mark.slow
 def test_load_weights_refuses_the_wrong_depth(pair, tmp_path):
     path = str(tmp_path / "r50.h5")
     pair[0].save(path)
@@ -139,6 +145,7 @@ def test_load_weights_refuses_the_wrong_depth(pair, tmp_path):
         kresnet.load_weights(fresh(), str(tmp_path / "missing.h5"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("top", [True, False])
 def test_imagenet_weights_are_mapped_by_name(pair, top, tmp_path, monkeypatch):
     """The download is replaced by a file in keras.applications' format made here."""
@@ -199,6 +206,7 @@ def test_feature_maps_are_c2_to_c5(name, expected):
         assert maps["C4"]._keras_history.operation.name == "res4f_relu"
 
 
+@pytest.mark.slow
 def test_stages_backbone_trains_a_small_fpn_head():
     backbone = kresnet.create_resnet((64, 64, 3), depth=18, include_top=False,
                                      outputs="stages", name_prefix="bb_")

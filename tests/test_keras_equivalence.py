@@ -7,6 +7,9 @@ import pytest
 import kresnet
 from kresnet import naming
 
+# Slow (seconds to minutes): left out of `bash scripts/test.sh --quick`.
+pytestmark = pytest.mark.slow
+
 PAIRS = [
     ("ResNet50", lambda **k: kresnet.ResNet50(**k), False),
     ("ResNet101", lambda **k: kresnet.ResNet101(**k), False),

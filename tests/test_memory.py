@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import ROOT
 
+# Slow (seconds to minutes): left out of `bash scripts/test.sh --quick`.
+pytestmark = pytest.mark.slow
+
 BUILDS = 20
 LIMIT_MB = 200
 

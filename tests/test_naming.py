@@ -34,7 +34,8 @@ EXPECTED_BLOCKS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(EXPECTED_BLOCKS))
+@pytest.fixture(scope="module", params=[
+    d if d < 101 else pytest.param(d, marks=pytest.mark.slow) for d in sorted(EXPECTED_BLOCKS)])
 def model(request):
     keras.backend.clear_session()
     return kresnet.create_resnet((64, 64, 3), 10, request.param)

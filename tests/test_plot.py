@@ -183,6 +183,7 @@ def model(request):
     return kresnet.create_resnet((224, 224, 3), 1000, request.param, head="fc")
 
 
+@pytest.mark.slow
 def test_keras_plot_model_draws_every_depth(model, tmp_path):
     for extension in ("png", "svg"):
         path = tmp_path / f"{model.name}.{extension}"
@@ -192,6 +193,7 @@ def test_keras_plot_model_draws_every_depth(model, tmp_path):
     assert b"res5b_relu" in (tmp_path / f"{model.name}.svg").read_bytes()
 
 
+@pytest.mark.slow
 def test_kresnet_plot_model_is_readable_at_every_depth(model, tmp_path):
     png = kresnet.plot_model(model, tmp_path / f"{model.name}.png")
     svg = kresnet.plot_model(model, tmp_path / f"{model.name}.svg")

@@ -88,6 +88,7 @@ def _layout(model):
             for layer in model.layers]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_config_of_rebuilds_every_preset(name, small_models):
     """build(config_of(model)) gives the same layer names, classes and weight shapes, the
@@ -101,6 +102,7 @@ def test_config_of_rebuilds_every_preset(name, small_models):
     assert config.count_params() == (model.count_params(), trainable)
 
 
+@pytest.mark.slow
 def test_every_preset_small_saves_loads_draws_and_is_named(tmp_path, small_models):
     models, inputs = [], []
     rng = np.random.default_rng(0)

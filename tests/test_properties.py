@@ -15,6 +15,7 @@ import threading
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -228,6 +229,7 @@ def call_create(config):
                                  arguments.pop("depth"), **arguments)
 
 
+@pytest.mark.slow  # 180 models built
 @settings(max_examples=180, **SETTINGS)
 @given(valid_configs())
 def test_valid_arguments_build_the_documented_model(config):
@@ -379,6 +381,7 @@ def preset_calls(draw):
     return call, config
 
 
+@pytest.mark.slow  # 40 presets built
 @settings(max_examples=40, **SETTINGS)
 @given(preset_calls())
 def test_presets_build_the_documented_model(case):

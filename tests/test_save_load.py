@@ -7,6 +7,9 @@ import pytest
 import kresnet
 from tests.conftest import load_one_in_fresh_process
 
+# Slow (seconds to minutes): left out of `bash scripts/test.sh --quick`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
 def test_every_depth_round_trips_in_a_fresh_process(depth, tmp_path):

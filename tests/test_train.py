@@ -318,6 +318,7 @@ def test_curves_count_whole_epochs_and_show_the_learning_rate():
 
 # -- training in this process ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cifar10_and_folder_train_and_report(tmp_path):
     cifar = make_cifar(tmp_path, n=40)
     out = tmp_path / "cifar"
@@ -363,6 +364,7 @@ def test_cifar10_and_folder_train_and_report(tmp_path):
         assert open(f"{path}.names.txt").read().split()[:2] == ["input", "normalize"]
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
     before = keras.config.dtype_policy().name
     out = tmp_path / "mixed"
@@ -376,6 +378,7 @@ def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
     assert model.get_layer("fc10").dtype_policy.name == "float32"
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
     out = str(tmp_path / "run")
     argv = TINY + ["--out", out]
@@ -391,6 +394,7 @@ def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
     assert (tmp_path / "run" / "best.keras").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_carries_plateau_and_early_stopping_counters(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--epochs", "2", "--limit", "64", "--batch-size", "32", *MODEL,
@@ -408,6 +412,7 @@ def test_resume_carries_plateau_and_early_stopping_counters(tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_restored_plateau_counters_act_on_the_next_epoch():
     plateau = callbacks.resumable(keras.callbacks.ReduceLROnPlateau,
                                   ("wait", "best", "cooldown_counter"))(
@@ -424,6 +429,7 @@ def test_restored_plateau_counters_act_on_the_next_epoch():
     assert plateau.state() == {"wait": 0.0, "best": 0.9, "cooldown_counter": 0.0}
 
 
+@pytest.mark.slow
 def test_an_early_stopped_run_is_finished(tmp_path, capsys):
     out = tmp_path / "run"
     pointer = out / "checkpoints" / "latest.json"
@@ -448,6 +454,7 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_second_epoch_leaves_a_loadable_checkpoint_and_resume_continues(
         tmp_path, uninterrupted, capsys):
     out = str(tmp_path / "killed")
@@ -494,6 +501,7 @@ def test_a_bad_kill_hook_value_is_a_one_line_error(tmp_path, capsys, monkeypatch
 
 # -- several devices, several workers -------------------------------------------------------
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, uninterrupted):
     out = str(tmp_path / "mirrored")
     result = run_script(*SMALL, "--epochs", "3", "--strategy", "mirrored", "--cpu-replicas",
@@ -517,6 +525,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_multiworker_two_local_processes_end_with_identical_weights(tmp_path):
     ports = _free_ports(2)
     out = str(tmp_path / "multi")
@@ -594,6 +603,7 @@ def _outside_env():
     return env
 
 
+@pytest.mark.slow
 def test_kresnet_train_runs_from_an_installed_wheel(tmp_path):
     fresh = _fresh_venv(tmp_path)
     empty = tmp_path / "empty"

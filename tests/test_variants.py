@@ -20,6 +20,7 @@ def submodel(model, input_name, output_name):
     return keras.Model(model.get_layer(input_name).output, model.get_layer(output_name).output)
 
 
+@pytest.mark.slow
 def test_stride_on_3x3_moves_the_stride_to_the_middle_conv():
     model = small(stride_on="3x3")
     assert model.get_layer("res3a_branch2a").strides == (1, 1)
@@ -63,6 +64,7 @@ def test_shortcut_avg_is_resnet_d():
     assert "res2a_branch1_pool" not in names(model)  # stage 2 does not downsample
 
 
+@pytest.mark.slow
 def test_stems():
     deep = small(stem="deep")
     assert names(deep)[1:8] == ["conv1a_pad", "conv1a", "bn_conv1a", "conv1a_relu", "conv1b",
@@ -78,6 +80,7 @@ def test_stems():
     assert small(stem_width=32).get_layer("conv1").filters == 32
 
 
+@pytest.mark.slow
 def test_preact_keras_and_paper_placements():
     keras_style = kresnet.build("resnet50v2", input_shape=(64, 64, 3))
     assert {"bn2a_preact", "res2a_preact_relu", "bn_post", "post_relu"} <= set(names(keras_style))
@@ -93,6 +96,7 @@ def test_preact_keras_and_paper_placements():
     assert paper.get_layer("res5a_branch1").strides == (2, 2)
 
 
+@pytest.mark.slow
 def test_groups_and_width_per_group():
     model = kresnet.build("resnext50_32x4d", input_shape=(64, 64, 3))
     conv = model.get_layer("res2a_branch2b")
