@@ -76,11 +76,18 @@ def _block_sums(model):
     return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
 
 
-@pytest.fixture(scope="module")
+_SMALL = {}
+
+
+@pytest.fixture
 def small_models():
-    """Every preset built once, small (see narrowed), with 5 classes."""
-    return {name: kresnet.build(name, input_shape=small_shape(preset), classes=5,
-                                **narrowed(preset)) for name, preset in PRESETS.items()}
+    """Every preset built once per test process, small (see narrowed), with 5 classes: a
+    cache rather than a module fixture, which pytest-xdist may tear down and build again."""
+    if not _SMALL:
+        _SMALL.update({name: kresnet.build(name, input_shape=small_shape(preset), classes=5,
+                                           **narrowed(preset))
+                       for name, preset in PRESETS.items()})
+    return _SMALL
 
 
 def _layout(model):

@@ -22,8 +22,7 @@ import tensorflow as tf
 import kresnet
 from kresnet import files
 from kresnet.training import curves
-from kresnet.training.run import LATEST
-from kresnet.training.settings import TrainingError
+from kresnet.training.settings import LATEST, TrainingError
 
 KILL_AFTER_BATCHES = "KRESNET_TRAIN_KILL_AFTER_BATCHES"
 

@@ -19,12 +19,11 @@ import sys
 import time
 
 from kresnet.training import data as datasets
-from kresnet.training.settings import RESUME_FIXED, Settings, TrainingError, parser
+from kresnet.training.settings import (CHECKPOINTS, LATEST, RESUME_FIXED, Settings,
+                                       TrainingError, parser)
 from kresnet.training.startup import import_tensorflow
 
 PROG = "kresnet train"
-CHECKPOINTS = "checkpoints"
-LATEST = "latest.json"
 
 
 class Run:

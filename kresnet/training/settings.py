@@ -15,6 +15,9 @@ DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.1, "rmsprop": 1e-3}
 SCHEDULES = ("plateau", "cosine", "constant")
 AUGMENTS = ("auto", "none", "crop", "crop-flip")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+#: A run's checkpoint folder and the pointer to its last complete checkpoint.
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.json"
 #: What a resumed run must repeat: the model, data, optimizer and schedule of the first call.
 #: (--epochs may grow; --strategy, --cpu-replicas, --verbose and --out are free.)
 RESUME_FIXED = ("model", "config", "width", "dataset", "image_size", "limit", "batch_size",
