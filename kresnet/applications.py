@@ -14,7 +14,7 @@ from kresnet import inspection, naming, validation
 from kresnet.config import ResNetConfig
 from kresnet.depths import DEPTHS
 from kresnet.models import applications_config, make
-from kresnet.weights import keras_mapping, transfer_weights
+from kresnet.weights import keras_applications_arguments, keras_mapping, transfer_weights
 
 #: keras.applications functions by (depth, pre-activation).
 KERAS_APPLICATIONS = {(50, False): "ResNet50", (101, False): "ResNet101",
@@ -133,12 +133,7 @@ def to_keras_applications(model: keras.Model, *, prefix: Optional[str] = None) -
         raise ValueError(f"Model {model.name!r} has blocks per stage {blocks}"
                          f"{' (pre-activation)' if preact else ''}: keras.applications has "
                          "ResNet50/101/152 and ResNet50V2/101V2/152V2 only.")
-    head = inspection.head_layer(model, prefix)
-    pooling = naming.pooling_of((layer.name for layer in model.layers), prefix)
-    arguments = dict(include_top=head is not None,
-                     classes=head.units if head is not None else 1000, pooling=pooling,
-                     classifier_activation=head.activation if head is not None else "softmax",
-                     input_shape=tuple(model.input_shape[1:]))
+    arguments = keras_applications_arguments(model, prefix)
     twin = _kresnet_twin(depth, preact, **arguments, options={"name_prefix": prefix})
     _same_architecture(model, twin, prefix)
     reference = getattr(keras.applications, KERAS_APPLICATIONS[(depth, preact)])(

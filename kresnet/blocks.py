@@ -10,7 +10,7 @@ from keras import layers
 
 from kresnet import validation
 from kresnet.config import BLOCK_OPTIONS, LAYER_OPTIONS, BlockStyle, ResNetConfig, \
-    check_options, keyword_signature
+    keyword_signature, reject_unknown
 from kresnet.naming import BlockNames
 from kresnet.options import Options
 
@@ -110,7 +110,7 @@ def _checked_block(input_tensor, middle_kernel_size, filters, stage, block, stri
     filters = validation.filters(filters)
     validation.stage_and_block(stage, block)
     strides = validation.strides(strides)
-    check_options(options, OPTIONS, where)
+    reject_unknown(options, OPTIONS, where)
     # The config runs every option's check and the checks of options that go together.
     config = ResNetConfig(input_shape=(None, None, 1), **options)
     style, options = BlockStyle.of(config), Options.of(config)

@@ -351,24 +351,6 @@ def reject_unknown(values, allowed, where):
                         f"are {', '.join(allowed)}.")
 
 
-def check_options(values, allowed, where, names=None):
-    """Check keyword ``values`` against the declarations of the ``allowed`` options; return
-    them checked. Unknown names raise ``TypeError`` listing what ``where`` takes.
-
-    >>> check_options({"groups": 2}, BLOCK_OPTIONS, "conv_block")
-    {'groups': 2}
-    """
-    reject_unknown(values, allowed, where)
-    names = names or {}
-    return {key: FIELDS[key].metadata["check"](value, names.get(key, key))
-            for key, value in values.items()}
-
-
-def defaults(names):
-    """``{option: default}`` for ``names``."""
-    return {name: FIELDS[name].default for name in names}
-
-
 def keyword_signature(function, names, first=()):
     """``function``'s signature with its ``**options`` spelled out as the keyword-only
     options ``names``, with their declared defaults and types, so that ``help()`` and

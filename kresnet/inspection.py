@@ -105,8 +105,8 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
     (32, 4, '3x3', (64, 64, 3))
     """
     prefix = find_prefix(model, prefix, "config_of")
-    layers = {name_of(name): (layer, name) for layer, name in parsed(model, prefix)}
-    get = {key: layer for key, (layer, _) in layers.items()}
+    found = parsed(model, prefix)
+    get = {name_of(name): layer for layer, name in found}
     # With several ResNets the model's name is not this one's: it gets its default name.
     several = len(naming.prefixes(layer.name for layer in model.layers)) > 1
     values = {"name_prefix": prefix, "name": None if several else model.name}
@@ -158,7 +158,7 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
     if final_bn is not None and type(final_bn.gamma_initializer).__name__ == "Zeros":
         values["zero_init_residual"] = True
     values["use_bias"] = bool(conv(*blocks[0], last).use_bias)
-    bn = next((layer for layer, name in parsed(model, prefix)
+    bn = next((layer for layer, _ in found
                if isinstance(layer, keras.layers.BatchNormalization)), None)
     if bn is not None:
         values["bn_epsilon"], values["bn_momentum"] = float(bn.epsilon), float(bn.momentum)
@@ -166,7 +166,7 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
     regularizer = first.kernel_regularizer
     if regularizer is not None:
         values["weight_decay"] = float(regularizer.get_config()["l2"]) * 2
-    values.update(_head(model, get, prefix))
+    values.update(_head(model, get))
     # Which block of a stage strides, and the shortcut option, are read by comparing the
     # plan of each candidate with what the blocks hold.
     seen = [[(max(max(conv(s, label, b).strides) for b in ("2a", "2b")
@@ -236,7 +236,7 @@ def _width_per_group(per_group, width):
     return max(1, round(wanted))
 
 
-def _head(model, get, prefix):
+def _head(model, get):
     head = next((layer for key, layer in get.items() if key[:2] in
                  (("head", "fc"), ("head", "final"))), None)
     values = {}

@@ -22,7 +22,7 @@ APPLICATIONS_OPTIONS = tuple(n for n in FIELDS if n not in (
 def make(config: ResNetConfig, input_tensor=None, weights=None) -> keras.Model:
     """Build ``config`` and load ``weights`` (``None``, ``"imagenet"`` or a checked path)."""
     if weights == "imagenet":
-        weight_files.check_imagenet(config)
+        weight_files.check_imagenet(config)  # before anything is built or downloaded
     model = build_model(config, input_tensor)
     if weights == "imagenet":
         weights = weight_files.imagenet_file(config)
@@ -31,9 +31,8 @@ def make(config: ResNetConfig, input_tensor=None, weights=None) -> keras.Model:
     return model
 
 
-def _head(options, include_top):
+def _head(head, include_top):
     """The head option, checked even where ``include_top=False`` drops it."""
-    head = options.pop("head", FIELDS["head"].default)
     head = FIELDS["head"].metadata["check"](head, "head")
     return head if validation.boolean("include_top", include_top) else None
 
@@ -68,13 +67,11 @@ def create_resnet(in_shape: Tuple[Optional[int], Optional[int], int] = (224, 224
     ('resnet18', (None, 10), 'conv1_pad')
     """
     reject_unknown(options, CREATE_OPTIONS, "create_resnet")
-    options["head"] = _head(options, include_top)
+    options["head"] = _head(options.get("head", FIELDS["head"].default), include_top)
     weights = validation.weights(weights)
     names = {"input_shape": "in_shape", "classes": "n_classes"}
     if input_tensor is not None:
-        channels_first = keras.config.image_data_format() == "channels_first"
-        in_shape = tensor_shape(input_tensor, "channels_first" if channels_first else
-                                "channels_last")
+        in_shape = tensor_shape(input_tensor, keras.config.image_data_format())
         names["input_shape"] = "input_tensor.shape[1:]"
     config = ResNetConfig(input_shape=in_shape, classes=n_classes, depth=depth,
                           argument_names=names, **options)
@@ -97,7 +94,7 @@ def applications_config(base: ResNetConfig, *, include_top=True, input_tensor=No
     """
     options = dict(options or {})
     reject_unknown(options, APPLICATIONS_OPTIONS, where)
-    options["head"] = _head({"head": options.get("head", base.head)}, include_top)
+    options["head"] = _head(options.get("head", base.head), include_top)
     changes = dict(options, pooling=pooling, classifier_activation=classifier_activation)
     if classes is not None:
         changes["classes"] = validation.positive_int("classes", classes)
@@ -118,8 +115,6 @@ def applications_config(base: ResNetConfig, *, include_top=True, input_tensor=No
     elif input_shape is None and natural is not None:
         size = natural if include_top else None
         changes["input_shape"] = (size, size, 3)
-    else:
-        names.setdefault("input_shape", "input_shape")
     return base.replace(argument_names=names, **changes)
 
 

@@ -12,8 +12,8 @@ first block's pre-activation does that.
 from keras import layers
 
 from kresnet import validation
-from kresnet.config import LAYER_OPTIONS, STEM_WIDTHS, ResNetConfig, check_options, \
-    keyword_signature
+from kresnet.config import LAYER_OPTIONS, STEM_WIDTHS, ResNetConfig, keyword_signature, \
+    reject_unknown
 from kresnet.naming import StemNames
 from kresnet.options import Options
 
@@ -59,7 +59,7 @@ def do_first_conv(input_tensor, *, filters=64, **options):
     (None, 56, 56, 64)
     """
     filters = validation.positive_int("filters", filters)
-    check_options(options, OPTIONS, "do_first_conv")
+    reject_unknown(options, OPTIONS, "do_first_conv")
     stem, stem_width = options.get("stem", "classic"), options.get("stem_width")
     if filters != STEM_WIDTHS["classic"][0] and (stem != "classic" or stem_width is not None):
         raise ValueError(f"`filters`={filters} sets the classic stem's width only; with "

@@ -142,7 +142,17 @@ def _scheme_mapping(model, file_names):
     return mapping
 
 
-def keras_applications_twin(model, **arguments):
+def keras_applications_arguments(model, prefix: str = "") -> dict:
+    """The head, pooling and input arguments of the keras.applications function that makes
+    the network of the ResNet ``prefix`` in ``model``."""
+    head = inspection.head_layer(model, prefix)
+    return {"include_top": head is not None, "classes": 1000 if head is None else head.units,
+            "classifier_activation": "softmax" if head is None else head.activation,
+            "pooling": naming.pooling_of((layer.name for layer in model.layers), prefix),
+            "input_shape": tuple(model.input_shape[1:])}
+
+
+def keras_applications_twin(model):
     """A keras.applications ResNet of the same network as the kresnet ``model`` (random
     weights), or None where keras.applications has no such network."""
     try:
@@ -152,13 +162,8 @@ def keras_applications_twin(model, **arguments):
     function = config.keras_applications()
     if function is None:
         return None
-    head = inspection.head_layer(model, config.name_prefix)
-    arguments = {"weights": None, "include_top": head is not None,
-                 "classes": head.units if head is not None else 1000,
-                 "classifier_activation": config.classifier_activation if head is not None
-                 else "softmax", "pooling": config.pooling,
-                 "input_shape": tuple(model.input_shape[1:]), **arguments}
-    return getattr(keras.applications, function)(**arguments)
+    return getattr(keras.applications, function)(
+        weights=None, **keras_applications_arguments(model, config.name_prefix))
 
 
 def load_weights(model: keras.Model, path, *, skip_mismatch: bool = False) -> dict:
