@@ -35,6 +35,7 @@ _PUBLIC = {
     "fold_batchnorm": "kresnet.folding",
     "from_keras_applications": "kresnet.applications",
     "identity_block": "kresnet.blocks",
+    "inspect": "kresnet.safety",
     "load": "kresnet.files",
     "load_weights": "kresnet.weights",
     "plan": "kresnet.config",

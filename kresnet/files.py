@@ -13,17 +13,15 @@ archive (empty, zero-filled, truncated, damaged, an HDF5 ``.h5``/``.weights.h5``
 folder, a missing path) raises ``ValueError`` naming the file and what is wrong with it.
 """
 
-import json
 import os
 import re
 import secrets
 import zipfile
-import zlib
 from typing import Union
 
 import keras
 
-from kresnet import validation
+from kresnet import safety, validation
 
 #: ``.keras`` files of Keras 3: a zip archive holding at least these members.
 CONFIG = "config.json"
@@ -31,19 +29,6 @@ EXTENSION = ".keras"
 #: Temporary files of :func:`save` (``.{name}.{random hex}.part.keras``) and of
 #: :func:`write_bytes` (``.{name}.{random hex}.part``), next to the target.
 TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{16}\.part(\.keras)?$")
-#: Keras modules whose functions are serialised as ``{"module": "builtins", ...}``.
-_FUNCTION_MODULES = ("activations", "constraints", "initializers", "losses", "metrics",
-                     "optimizers", "regularizers")
-#: Built-in Keras layers that run code or read other files when they are loaded.
-_UNSAFE = {
-    "Lambda": "a Lambda layer runs Python code stored in the file",
-    "__lambda__": "it holds a Python function stored as code in the file",
-    "TorchModuleWrapper": "a TorchModuleWrapper unpickles a PyTorch module stored in the file",
-    "TFSMLayer": "a TFSMLayer loads a TensorFlow SavedModel from another path",
-    "JaxLayer": "a JaxLayer calls Python functions that are not part of Keras",
-    "FlaxLayer": "a FlaxLayer calls a Flax module that is not part of Keras",
-}
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: For the kill tests only (tests/test_files.py), not an API: when set, :func:`_replace`
 #: calls ``_phase(step, temporary)`` as it finishes each step, with step "reserved" (the
 #: empty temporary exists), "written", "synced" (flushed to disk) and "replaced" (renamed
@@ -149,7 +134,8 @@ def _sync_folder(folder):
 
 
 def load(path: Union[str, os.PathLike], *, trusted: bool = False,
-         expect: Union[None, str, keras.Model] = None, compile: bool = True) -> keras.Model:
+         expect: Union[None, str, keras.Model] = None, compile: bool = True,
+         limits: safety.Limits = safety.LIMITS) -> keras.Model:
     """Load the model of the ``.keras`` file ``path``, refusing files that would run code.
 
     Keras' ``safe_mode`` stays on, and before Keras reads the file its ``config.json`` is
@@ -177,26 +163,23 @@ def load(path: Union[str, os.PathLike], *, trusted: bool = False,
     path = validation.path(path)
     validation.boolean("trusted", trusted)
     validation.boolean("compile", compile)
+    safety.checked_limits(limits)
     if not (expect is None or isinstance(expect, (str, keras.Model))):
         raise TypeError("`expect` must be None, a model name (str) or a keras.Model. "
                         f"Received: expect of type {type(expect).__name__}")
-    config = read_config(path)
+    config = read_config(path, limits, objects=not trusted)
     saved_name = config.get("config", {}).get("name") if isinstance(config.get("config"),
                                                                     dict) else None
     if isinstance(expect, str) and isinstance(saved_name, str) and saved_name != expect:
         # Refused before anything is built: the name is in config.json.
         raise ValueError(f"{path!r} holds model {saved_name!r}, not the expected {expect!r}.")
-    if not trusted:
-        problem = unsafe_object(config)
-        if problem is not None:
-            where, reason = problem
-            raise ValueError(f"Refusing to load {path!r}: {where}: {reason}. Load it with "
-                             "kresnet.load(path, trusted=True) only if you trust whoever "
-                             "made the file.")
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=not trusted)
     except MemoryError:
         raise
+    except zipfile.BadZipFile as error:  # Keras reads the weights member, checking its CRC
+        raise ValueError(f"{path!r} is damaged: a member fails its checksum ({error}).") \
+            from error
     except Exception as error:  # every failure gets the file's name
         raise ValueError(f"Could not load {path!r}: {type(error).__name__}: {error}") \
             from error
@@ -207,123 +190,24 @@ def load(path: Union[str, os.PathLike], *, trusted: bool = False,
     return model
 
 
-def read_config(path):
-    """The parsed ``config.json`` of the ``.keras`` file ``path``, after checking that the
-    file is a complete archive; ``ValueError`` naming the file and the problem otherwise."""
-    if not os.path.lexists(path):
-        raise ValueError(f"No file at {path!r}: `path` must be an existing .keras file.")
-    if os.path.isdir(path):
-        raise ValueError(f"{path!r} is a folder, not a .keras file.")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path!r} is not a regular file (a broken link, a device or a "
-                         "pipe), so it cannot be a .keras file.")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise ValueError(f"{path!r} is empty (0 bytes): not a .keras file. It may be what "
-                         "is left of an interrupted copy or save.")
-    with open(path, "rb") as file:
-        head = file.read(8)
-        zero_filled = not head.strip(b"\0") and _only_zeros(file)
-    if zero_filled:
-        raise ValueError(f"{path!r} holds only zero bytes ({size} of them): not a .keras "
-                         "file. It may be a preallocated file whose writing never happened.")
-    if head == _HDF5_SIGNATURE:
-        raise ValueError(f"{path!r} is an HDF5 file (.h5 or .weights.h5), not a .keras "
-                         "model file. Load weights into a model with "
-                         "kresnet.load_weights(model, path).")
-    if not zipfile.is_zipfile(path):
-        if head.startswith(b"PK"):
-            raise ValueError(f"{path!r} is truncated or damaged: it starts like a .keras "
-                             "zip archive but its end (the zip directory) is missing.")
-        raise ValueError(f"{path!r} is not a .keras file (a .keras file is a zip archive; "
-                         f"this file starts with {head!r}).")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise ValueError(f"{path!r} is damaged: member {bad!r} fails its checksum.")
-            if CONFIG not in archive.namelist():
-                raise ValueError(f"{path!r} is a zip archive but not a .keras model file: "
-                                 f"it has no {CONFIG}.")
-            text = archive.read(CONFIG)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error,
-            NotImplementedError) as error:
-        raise ValueError(f"{path!r} is truncated or damaged: {error}") from error
-    try:
-        config = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path!r} is damaged: its {CONFIG} is not valid JSON ({error}).") \
-            from error
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"{path!r} is not a .keras model file: its {CONFIG} describes no "
-                         "Keras object.")
+def read_config(path: str, limits: safety.Limits = safety.LIMITS, *,
+                objects: bool = True) -> dict:
+    """The parsed ``config.json`` of the ``.keras`` file ``path``, after
+    :func:`kresnet.safety.check_keras_file` (bounded reads, member names, checksums, the
+    allow-list of objects when ``objects`` is true, the weights' HDF5 structure);
+    ``ValueError`` naming the file and the problem otherwise."""
+    config = safety.check_keras_file(path, limits, objects=objects).config
     if not path.endswith(EXTENSION):
-        raise ValueError(f"{path!r} is a .keras archive under another name; Keras reads it "
-                         f"only with a name ending in '{EXTENSION}'. Rename it.")
+        raise safety.NotAModelError(f"{path!r} is a .keras archive under another name; Keras "
+                                    f"reads it only with a name ending in '{EXTENSION}'. "
+                                    "Rename it.")
     return config
-
-
-def _only_zeros(file, chunk=1 << 20):
-    while True:
-        block = file.read(chunk)
-        if not block:
-            return True
-        if block.strip(b"\0"):
-            return False
 
 
 def unsafe_object(config):
     """``(where, why)`` for the first object of a ``.keras`` configuration that would run
-    code when loaded, or ``None`` if every object is a built-in Keras one."""
-    stack = [(config, None, ())]
-    while stack:
-        node, layer, keys = stack.pop()
-        if isinstance(node, list):
-            stack.extend((item, layer, keys) for item in reversed(node))
-            continue
-        if not isinstance(node, dict):
-            continue
-        inner = node.get("config")
-        if isinstance(inner, dict) and isinstance(inner.get("name"), str) and \
-                "class_name" in node and keys and keys[-1] == "layers":
-            layer = inner["name"]
-        if "class_name" in node:
-            why = _why_unsafe(node)
-            if why is not None:
-                where = f"layer {layer!r}" if layer is not None else \
-                    f"entry {'.'.join(str(k) for k in keys) or 'top level'!r} of {CONFIG}"
-                return where, why
-        for key, value in reversed(node.items()):
-            stack.append((value, layer, (*keys, key)))
-    return None
-
-
-def _why_unsafe(node):
-    class_name = node.get("class_name")
-    module = node.get("module")
-    registered = node.get("registered_name")
-    if not isinstance(class_name, str):
-        return f"its class_name {class_name!r} is not a string"
-    if class_name in _UNSAFE:
-        return _UNSAFE[class_name]
-    if module is None and class_name.startswith("__") and class_name.endswith("__"):
-        return None  # Keras' own markers: __keras_tensor__, __tensor__, __numpy__, ...
-    if class_name == "function":
-        name = node.get("config")
-        if module == "builtins" and isinstance(name, str) and any(
-                callable(getattr(getattr(keras, m), name, None)) for m in _FUNCTION_MODULES):
-            return None
-        return (f"function {name!r} is not part of Keras (a custom object): loading it "
-                "needs code from outside the file's Keras")
-    if not isinstance(module, str) or not (module == "keras" or module.startswith("keras.")):
-        origin = ", ".join(([f"registered as {registered!r}"] if registered else []) +
-                           ([f"module {module!r}"] if module else []))
-        return (f"class {class_name!r}{f' ({origin})' if origin else ''} is not part of "
-                "Keras (a custom object): building it runs code from outside Keras")
-    if registered not in (None, class_name):
-        return (f"class {class_name!r} is registered as {registered!r}, not as a built-in "
-                "Keras class (a custom object)")
-    return None
+    code when loaded, or ``None``: :func:`kresnet.safety.config_problem`."""
+    return safety.config_problem(config)
 
 
 def _layout(model):

@@ -15,7 +15,7 @@ import h5py
 import keras
 import numpy as np
 
-from kresnet import inspection, naming, validation
+from kresnet import inspection, naming, safety, validation
 from kresnet.config import ResNetConfig
 
 
@@ -192,10 +192,13 @@ def load_weights(model: keras.Model, path, *, skip_mismatch: bool = False) -> di
     if not os.path.isfile(path):
         raise ValueError(f"`path` must be an existing weights file; no file at {path!r}")
     if zipfile.is_zipfile(path):
+        # Checked as kresnet.load checks a file: sizes, names, objects, HDF5 links.
+        safety.check_keras_file(path)
         source = keras.saving.load_model(path, compile=False, safe_mode=True)
         weights = {n: [np.asarray(w) for w in layer.weights]
                    for n, layer in _weighted(source).items()}
     elif h5py.is_hdf5(path):
+        safety.check_hdf5(path)  # no external links, external or virtual storage, bombs
         weights = _legacy_h5_weights(path)
         if weights is None:
             return _load_unnamed(model, path, skip_mismatch)

@@ -129,6 +129,7 @@ def namespace(tmp_path_factory):
         "fold_batchnorm": dict(model=tiny),
         "save": dict(model=tiny, path=str(folder / "again.keras")),
         "load": dict(path=saved),
+        "inspect": dict(path=saved),
     }
     for depth in (18, 34, 50, 101, 152):
         base[f"ResNet{depth}"] = dict(input_shape=(32, 32, 3), **small)
