@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import kresnet
+from kresnet import safety
 from kresnet import PRESETS
 from tests.conftest import automatic_names, load_in_fresh_process
 
@@ -132,6 +133,12 @@ def test_every_preset_small_saves_loads_draws_and_is_named(tmp_path, small_model
         models.append(model)
         inputs.append(rng.uniform(0, 1, (2, *small_shape(preset))).astype("float32"))
     results = load_in_fresh_process(models, tmp_path, inputs)
+    # kresnet.load's checks pass on every preset's file (issue 14: the limits are generous
+    # enough for real models); the fresh process above is Keras loading the same files.
+    saved = sorted(tmp_path.glob("*.keras"))
+    assert len(saved) == len(models)
+    for path in saved:
+        assert safety.check_keras_file(str(path)).weight_shapes, path.name
     for model, x, (outputs, names) in zip(models, inputs, results):
         assert names == [layer.name for layer in model.layers], model.name
         np.testing.assert_allclose(outputs, np.asarray(model(x, training=False)), atol=1e-6,
