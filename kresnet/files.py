@@ -23,8 +23,7 @@ import keras
 
 from kresnet import safety, validation
 
-#: ``.keras`` files of Keras 3: a zip archive holding at least these members.
-CONFIG = "config.json"
+#: ``.keras`` files of Keras 3 (zip archives, checked by :mod:`kresnet.safety`).
 EXTENSION = ".keras"
 #: Temporary files of :func:`save` (``.{name}.{random hex}.part.keras``) and of
 #: :func:`write_bytes` (``.{name}.{random hex}.part``), next to the target.
@@ -138,12 +137,16 @@ def load(path: Union[str, os.PathLike], *, trusted: bool = False,
          limits: safety.Limits = safety.LIMITS) -> keras.Model:
     """Load the model of the ``.keras`` file ``path``, refusing files that would run code.
 
-    Keras' ``safe_mode`` stays on, and before Keras reads the file its ``config.json`` is
-    checked: a ``Lambda`` layer, a class or function that is not part of Keras (a custom
-    object), or a layer that loads outside code makes :func:`load` raise ``ValueError``
-    naming the file, the layer and the reason. Pass ``trusted=True`` only for files from
-    people you trust: the check is skipped and Keras loads with ``safe_mode=False`` (custom
-    classes must then be importable or registered).
+    Keras' ``safe_mode`` stays on, and before Keras reads the file
+    :func:`kresnet.safety.check_keras_file` checks it within ``limits``: member names and
+    declared sizes (no bomb is inflated), ``config.json``'s nesting, every object it names
+    (a ``Lambda`` layer, a class or function that is not part of Keras, a layer that loads
+    outside code or reads a file is refused) and the HDF5 structure of the weights (no
+    links or storage outside the file). A refusal is a ``ValueError`` naming the file, the
+    member or layer, and the reason (docs/security.md). Pass ``trusted=True`` only for
+    files from people you trust: the check of the objects is skipped and Keras loads with
+    ``safe_mode=False`` (custom classes must then be importable or registered); the other
+    checks stay.
 
     ``expect``: ``None`` accepts any Keras model; a model name (str) requires the file's
     model to have that name; a ``keras.Model`` requires the file's model to have its layers
