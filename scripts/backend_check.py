@@ -31,13 +31,19 @@ import os
 import sys
 import time
 
-import keras
-import numpy as np
+# Where they are installed, Keras imports JAX at its own import and TensorFlow to serialise
+# a model (about two and six CPU-seconds); the other back ends run as on an install
+# without them.
+for _unused in {"jax": ["tensorflow"], "torch": ["tensorflow", "jax"]}.get(
+        os.environ.get("KERAS_BACKEND"), []):
+    sys.modules.setdefault(_unused, None)
+# Random bits as JAX made them before 0.5: their programs compile in about a fifth of the
+# time, and building compiles some for every new weight shape (what the values are does not
+# matter here: they are compared only within one back end).
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 
-if keras.backend.backend() != "tensorflow":
-    # Keras imports TensorFlow, where it is installed, to serialise a model (about six
-    # CPU-seconds); the other back ends work as on an install without it.
-    sys.modules.setdefault("tensorflow", None)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 INPUT = (32, 32, 3)  # the smallest the ImageNet-style networks take
 CLASSES = 5

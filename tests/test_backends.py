@@ -1,9 +1,9 @@
 """The public API on Keras' JAX and PyTorch back ends, each in one subprocess.
 
 scripts/backend_check.py builds ``create_resnet`` and a few presets on small inputs, runs
-them, saves and reloads them and fits one batch, in a child process; the process it forked
-that from, which never imports kresnet, then loads the saved files as
-scripts/load_and_predict.py does (on any back end). Models saved here (under this run's
+them, saves and reloads them and fits one batch, in a child process; then the parent, which
+never imports kresnet, loads the saved files as scripts/load_and_predict.py does (on any
+back end). Models saved here (under this run's
 back end, TensorFlow by default) are loaded there too. Both back ends run at once.
 """
 
@@ -43,10 +43,6 @@ def _pipeline(backend, out, others):
            "JAX_COMPILATION_CACHE_DIR": str(out / "jax_cache"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-           # Random bits as JAX made them before 0.5: their programs compile in a fifth of
-           # the time, and building compiles one per new weight shape (the values are
-           # compared only within the back end).
-           "JAX_THREEFRY_PARTITIONABLE": "0",
            # Both back ends run at once on a small machine: one thread each.
            "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, CHECK, str(out), *others], check=False,
