@@ -1,10 +1,10 @@
 """The public API on Keras' JAX and PyTorch back ends, each in one subprocess.
 
 scripts/backend_check.py builds ``create_resnet`` and a few presets on small inputs, runs
-them, saves and reloads them and fits one batch; ``backend_check.py --load`` (what
-scripts/load_and_predict.py does, on any back end) then loads the saved files in a further
-process that never imports kresnet. Models saved here (under this run's back end,
-TensorFlow by default) are loaded there too. Both back ends run at once.
+them, saves and reloads them and fits one batch, in a child process; then the parent, which
+never imports kresnet, loads the saved files as scripts/load_and_predict.py does (on any
+back end). Models saved here (under this run's
+back end, TensorFlow by default) are loaded there too. Both back ends run at once.
 """
 
 import concurrent.futures
@@ -35,8 +35,9 @@ SHARED = {
 
 
 def _pipeline(backend, out, others):
-    """backend_check.py, then its --load (load_and_predict.py for every back end) in a
-    fresh process on what it saved; the error, or None."""
+    """backend_check.py: its check, then the loading (load_and_predict.py for every back
+    end) in its process that never imports kresnet, on what the check saved; the error, or
+    None."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            # The loader compiles the same small XLA programs as the check: reuse them.
            "JAX_COMPILATION_CACHE_DIR": str(out / "jax_cache"),
@@ -44,14 +45,10 @@ def _pipeline(backend, out, others):
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
            # Both back ends run at once on a small machine: one thread each.
            "OMP_NUM_THREADS": "1"}
-    for args in ([CHECK, str(out), *others], None):
-        if args is None:  # the loader, on the files the check saved
-            with open(out / "report.json", encoding="utf-8") as f:
-                args = [CHECK, "--load", *(m["path"] for m in json.load(f)["models"].values())]
-        result = subprocess.run([sys.executable, *args], check=False, capture_output=True,
-                                text=True, timeout=900, env=env, cwd=ROOT)
-        if result.returncode:
-            return f"{os.path.basename(args[0])} under {backend}:\n{result.stderr[-4000:]}"
+    result = subprocess.run([sys.executable, CHECK, str(out), *others], check=False,
+                            capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    if result.returncode:
+        return f"backend_check.py under {backend}:\n{result.stderr[-4000:]}"
     return None
 
 
