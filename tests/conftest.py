@@ -1,5 +1,6 @@
 """Shared helpers: fresh-process loading, automatic-name detection, layer-creation counting."""
 
+import inspect
 import os
 import re
 import subprocess
@@ -68,21 +69,44 @@ def channels_first():
 
 
 _FULL_SIZE = {}
+_BUILT_WITH = {}
 
 
 @pytest.fixture(scope="session")
 def full_size():
-    """Natural-size models, each built once per test process: ``full_size("ResNet50",
-    stride_on="3x3")`` is ``kresnet.ResNet50(stride_on="3x3")``. Tests that use it share the
-    xdist group ``full_size``, so one worker builds each model once."""
+    """Models that several tests build alike, each built once per test process:
+    ``full_size("ResNet50", stride_on="3x3")`` is ``kresnet.ResNet50(stride_on="3x3")``,
+    ``full_size("build", "resnet50v2")`` is ``kresnet.build("resnet50v2")``. Arguments are
+    compared bound, defaults filled in: ``full_size("ResNet50")`` is ``full_size("ResNet50",
+    include_top=True)``. Tests that only read a model share it as it is; a test that changes
+    its weights takes ``full_size.fresh(...)``: the model with the weights it was built with
+    put back, as a new build would have them. Tests that share models share an xdist group
+    (``full_size``, or their file's), so that one worker builds each model once."""
     import kresnet  # noqa: PLC0415
 
-    def get(function, **options):
-        key = (function, tuple(sorted(options.items())))
+    def get(function, *args, **options):
+        call = getattr(kresnet, function)
+        signature = inspect.signature(call)
+        bound = signature.bind(*args, **options)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        for name, parameter in signature.parameters.items():
+            if parameter.kind is parameter.VAR_KEYWORD:
+                arguments.update(arguments.pop(name))
+        key = (function, repr(sorted(arguments.items())))
         if key not in _FULL_SIZE:
-            _FULL_SIZE[key] = getattr(kresnet, function)(**options)
+            _FULL_SIZE[key] = call(*args, **options)
         return _FULL_SIZE[key]
 
+    def fresh(function, *args, **options):
+        model = get(function, *args, **options)
+        if id(model) in _BUILT_WITH:
+            model.set_weights(_BUILT_WITH[id(model)])
+        else:
+            _BUILT_WITH[id(model)] = model.get_weights()
+        return model
+
+    get.fresh = fresh
     return get
 
 

@@ -57,12 +57,15 @@ def test_notop_custom_input_shape_and_tensor(app, last_dim, data_format):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("full_size")
 @pytest.mark.parametrize("app,last_dim", APPS, ids=lambda a: getattr(a, "__name__", ""))
-def test_pooling_and_classifier_activation(app, last_dim):
+def test_pooling_and_classifier_activation(app, last_dim, full_size):
     model = app(weights=None, include_top=False, pooling="max")
     assert list(model.outputs[0].shape) == [None, last_dim]
     assert model.layers[-1].name == "max_pool"
-    model = app(weights=None, include_top=True, classifier_activation="softmax")
+    # The natural-size model test_analysis and test_counts read too, built once.
+    model = full_size(app.__name__, weights=None, include_top=True,
+                      classifier_activation="softmax")
     assert model.layers[-1].activation.__name__ == "softmax"
     assert model.input_shape == (None, 224, 224, 3)
     assert model.layers[-1].name == "fc1000"

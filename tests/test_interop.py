@@ -7,8 +7,20 @@ import pytest
 import kresnet
 
 
-# One pytest-xdist worker runs this file: its module fixtures are made once.
-pytestmark = pytest.mark.xdist_group("test_interop")
+# The tests that share the module fixtures, or the ResNet-50s at 64x64 of ``full_size``,
+# run on one pytest-xdist worker, so that each is made once (test_keras_equivalence's
+# ResNet50 and ResNet50V2 join them); the others (the deep models) spread freely.
+SHARED = pytest.mark.xdist_group("test_interop")
+
+#: kresnet's ResNet-50 and ResNet-50 v2 at 64x64 with logits: ``full_size.fresh(*R50)``.
+R50 = ("ResNet50", {"input_shape": (64, 64, 3), "classifier_activation": None})
+R50V2 = ("build", "resnet50v2", {"input_shape": (64, 64, 3), "classifier_activation": None})
+
+
+def fresh_model(full_size, spec):
+    """``full_size.fresh`` of a spec above: the shared model, with its weights as built."""
+    *args, options = spec
+    return full_size.fresh(*args, **options)
 
 APPS = ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2"]
 
@@ -45,20 +57,23 @@ def test_from_and_to_keras_applications_compute_the_same_function(app):
     randomise_statistics(reference)
     ours = kresnet.from_keras_applications(reference)
     assert ours.get_layer("bn2a_branch2a").epsilon == pytest.approx(1.001e-5)
-    for size in (64, 224):
-        x = images(size, n=1 if size == 224 else 2)
-        assert_same(ours(x, training=False), reference(x, training=False))
+    # The reference runs once on both 64x64 pairs (an eager call of a deep model costs
+    # about as much at 64 as at 224): images(64) for ``ours``, images(64, seed=1) for ``back``.
+    at_64 = np.asarray(reference(np.concatenate([images(64), images(64, seed=1)]),
+                                 training=False))
+    assert_same(ours(images(64), training=False), at_64[:2])
+    x = images(224, n=1)
+    assert_same(ours(x, training=False), reference(x, training=False))
     back = kresnet.to_keras_applications(ours)
-    x = images(64, seed=1)
-    assert_same(back(x, training=False), reference(x, training=False))
+    assert_same(back(images(64, seed=1), training=False), at_64[2:])
 
 
+@SHARED
 @pytest.mark.slow
-@pytest.mark.parametrize("app,ours", [("ResNet50", lambda: kresnet.ResNet50(
-    input_shape=(64, 64, 3), classifier_activation=None)), ("ResNet50V2", lambda: kresnet.build(
-        "resnet50v2", input_shape=(64, 64, 3), classifier_activation=None))])
-def test_with_heads_both_ways(app, ours):
-    model = ours()
+@pytest.mark.parametrize("app,ours", [("ResNet50", R50), ("ResNet50V2", R50V2)],
+                         ids=["ResNet50", "ResNet50V2"])
+def test_with_heads_both_ways(app, ours, full_size):
+    model = fresh_model(full_size, ours)
     randomise_statistics(model)
     reference = kresnet.to_keras_applications(model)
     assert reference.get_layer("predictions").units == 1000
@@ -69,9 +84,10 @@ def test_with_heads_both_ways(app, ours):
     assert again.layers[-1].name == "fc1000"
 
 
+@SHARED
 @pytest.mark.slow
-def test_a_mismatched_pair_names_the_first_layer_that_does_not_fit():
-    r50 = kresnet.ResNet50(include_top=False, input_shape=(64, 64, 3))
+def test_a_mismatched_pair_names_the_first_layer_that_does_not_fit(full_size):
+    r50 = full_size.fresh("ResNet50", include_top=False, input_shape=(64, 64, 3))
     r101 = kresnet.ResNet101(include_top=False, input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="Layer 'res3b1_branch2a' of 'resnet101' has no "
                                          "counterpart 'res3b1_branch2a' in 'resnet50'"):
@@ -87,41 +103,55 @@ def test_a_mismatched_pair_names_the_first_layer_that_does_not_fit():
 
 @pytest.fixture(scope="module")
 def pair():
-    """A keras.applications ResNet50 with random statistics and kresnet's equivalent."""
+    """A keras.applications ResNet50 with random statistics and kresnet's equivalent.
+    Neither is changed by the tests that take it."""
     reference = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3),
                                             classifier_activation=None)
     randomise_statistics(reference, seed=3)
     return reference, kresnet.from_keras_applications(reference)
 
 
-def fresh():
-    return kresnet.ResNet50(input_shape=(64, 64, 3), classifier_activation=None)
+@pytest.fixture(scope="module")
+def pair_h5(pair, tmp_path_factory):
+    """``pair[0].save`` as a Keras 2 style HDF5 file (names inside), written once."""
+    path = str(tmp_path_factory.mktemp("pair") / "r50.h5")
+    pair[0].save(path)
+    return path
 
 
+@pytest.fixture(scope="module")
+def pair_output(pair):
+    """``pair[0]`` on ``images(64)``, the expected output of every model loaded from it."""
+    return np.asarray(pair[0](images(64), training=False))
+
+
+@SHARED
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["keras", "kresnet"])
 @pytest.mark.parametrize("kind", ["legacy.h5", "weights.h5", "keras"])
-def test_load_weights_reads_every_format_in_both_schemes(pair, scheme, kind, tmp_path):
+def test_load_weights_reads_every_format_in_both_schemes(pair, pair_h5, pair_output, scheme,
+                                                        kind, full_size, tmp_path):
     source = pair[0] if scheme == "keras" else pair[1]
     path = str(tmp_path / f"source.{kind}")
-    if kind == "legacy.h5":
+    if kind == "legacy.h5" and scheme == "keras":
+        path = pair_h5  # pair[0].save(path), written once for the file
+    elif kind == "legacy.h5":
         source.save(path)  # a Keras 2 style HDF5 file, names inside
     elif kind == "weights.h5":
         source.save_weights(path)  # Keras 3: no names inside
     else:
         source.save(path)
-    target = fresh()
+    target = fresh_model(full_size, R50)
     report = kresnet.load_weights(target, path)
     assert report["skipped"] == [] and len(report["loaded"]) == len(
         [layer for layer in target.layers if layer.weights])
-    x = images(64)
-    assert_same(target(x, training=False), pair[0](x, training=False))
+    assert_same(target(images(64), training=False), pair_output)
 
 
+@SHARED
 @pytest.mark.slow
-def test_skip_mismatch_reports_a_head_of_another_class_count(pair, tmp_path):
-    path = str(tmp_path / "r50.h5")
-    pair[0].save(path)
+def test_skip_mismatch_reports_a_head_of_another_class_count(pair, pair_h5, full_size):
+    path = pair_h5  # pair[0].save(path)
     target = kresnet.ResNet50(input_shape=(64, 64, 3), classes=5)
     with pytest.raises(ValueError, match="'fc5'"):
         kresnet.load_weights(target, path)
@@ -129,32 +159,36 @@ def test_skip_mismatch_reports_a_head_of_another_class_count(pair, tmp_path):
     assert report["skipped"] == ["fc5"]
     np.testing.assert_array_equal(np.asarray(target.get_layer("res5c_branch2c").kernel),
                                   np.asarray(pair[0].get_layer("conv5_block3_3_conv").kernel))
-    headless = kresnet.ResNet50(include_top=False, input_shape=(64, 64, 3))
+    headless = full_size.fresh("ResNet50", include_top=False, input_shape=(64, 64, 3))
     assert kresnet.load_weights(headless, path)["skipped"] == []
 
 
+@SHARED
 @pytest.mark.slow
-def test_load_weights_refuses_the_wrong_depth(pair, tmp_path):
-    path = str(tmp_path / "r50.h5")
-    pair[0].save(path)
+def test_load_weights_refuses_the_wrong_depth(pair_h5, full_size, tmp_path):
+    path = pair_h5  # pair[0].save(path)
     # keras.applications numbers blocks, so stage 3 (4 blocks in both) maps; stage 4 does not.
     with pytest.raises(ValueError, match="'res4b6_branch2a' of 'resnet101' has no counterpart "
                                          "'conv4_block7_1_conv'"):
         kresnet.load_weights(kresnet.ResNet101(input_shape=(64, 64, 3)), path)
     with pytest.raises(ValueError, match="no file at"):
-        kresnet.load_weights(fresh(), str(tmp_path / "missing.h5"))
+        kresnet.load_weights(fresh_model(full_size, R50), str(tmp_path / "missing.h5"))
 
 
+@SHARED
 @pytest.mark.slow
 @pytest.mark.parametrize("top", [True, False])
-def test_imagenet_weights_are_mapped_by_name(pair, top, tmp_path, monkeypatch):
+def test_imagenet_weights_are_mapped_by_name(pair, pair_h5, pair_output, top, tmp_path,
+                                             monkeypatch):
     """The download is replaced by a file in keras.applications' format made here."""
     reference = pair[0] if top else keras.applications.ResNet50(
         weights=None, include_top=False, input_shape=(64, 64, 3))
-    if not top:
+    if top:
+        path = pair_h5  # reference.save(path)
+    else:
         kresnet.transfer_weights(pair[0], reference, skip_mismatch=True)
-    path = str(tmp_path / "imagenet.h5")
-    reference.save(path)
+        path = str(tmp_path / "imagenet.h5")
+        reference.save(path)
     asked = []
 
     def fake_get_file(fname, origin, **kwargs):
@@ -168,7 +202,8 @@ def test_imagenet_weights_are_mapped_by_name(pair, top, tmp_path, monkeypatch):
     assert asked[0][0] == f"resnet50_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
     assert asked[0][1].startswith("https://") and len(asked[0][2]) == 32
     x = images(64)
-    assert_same(model(x, training=False), reference(x, training=False))
+    assert_same(model(x, training=False),
+                pair_output if top else reference(x, training=False))
 
 
 def test_imagenet_download_failure_and_wrong_configuration(monkeypatch, count_layers):
