@@ -35,8 +35,6 @@ def _model(args):
     if source.endswith(".keras"):
         import keras  # noqa: PLC0415
 
-        if not os.path.isfile(source):
-            raise ValueError(f"no file at {source!r}")
         return keras.saving.load_model(source, safe_mode=True)
     if source not in kresnet.PRESETS:
         raise ValueError(f"unknown preset {source!r}; one of: {', '.join(kresnet.PRESETS)}")
@@ -46,6 +44,13 @@ def _model(args):
     if getattr(args, "classes", None):
         options["classes"] = args.classes
     return kresnet.build(source, **options)
+
+
+def _check_file(args):
+    """A ``.keras`` model that is not there: refused before TensorFlow is imported."""
+    source = getattr(args, "model", None)
+    if source is not None and source.endswith(".keras") and not os.path.isfile(source):
+        raise ValueError(f"no file at {source!r}")
 
 
 def _summary(args):
@@ -164,6 +169,7 @@ def main(argv=None):
         return _train(argv[1:])
     args = parser().parse_args(argv)
     try:
+        _check_file(args)
         _import_quietly()
         args.function(args)
     except (ValueError, TypeError, RuntimeError, OSError, ImportError) as error:
