@@ -22,9 +22,9 @@ MACS_3X3 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}
                                    for d in sorted(MACS_1X1)])
 def test_count_macs_matches_the_paper_and_torchvision(depth, full_size):
     assert kresnet.count_macs(full_size(f"ResNet{depth}")) == MACS_1X1[depth]
-    if depth in MACS_3X3:
-        assert kresnet.count_macs(full_size(f"ResNet{depth}", stride_on="3x3")) == \
-            MACS_3X3[depth]
+    if depth in MACS_3X3:  # never run: zero kernels spare the he_normal draws
+        v1_5 = full_size(f"ResNet{depth}", stride_on="3x3", kernel_initializer="zeros")
+        assert kresnet.count_macs(v1_5) == MACS_3X3[depth]
 
 
 @pytest.mark.slow
