@@ -41,8 +41,8 @@ def count_macs(model: keras.Model) -> int:
     FLOPs and what torchvision publishes as GFLOPS.
 
     >>> import kresnet
-    >>> count_macs(kresnet.ResNet50())
-    3857973248
+    >>> count_macs(kresnet.ResNet18())
+    1814073344
     """
     return sum(layer_macs(layer) for layer in validation.keras_model(model).layers)
 
@@ -98,9 +98,9 @@ def describe(model: keras.Model) -> "Description":
     the rows are dicts.
 
     >>> import kresnet
-    >>> rows = describe(kresnet.ResNet50())
+    >>> rows = describe(kresnet.ResNet18())
     >>> [(r["stage"], r["blocks"], r["output"]) for r in rows][1:3]
-    [('res2', 3, (56, 56, 256)), ('res3', 4, (28, 28, 512))]
+    [('res2', 2, (56, 56, 64)), ('res3', 2, (28, 28, 128))]
     """
     groups, several = _groups(validation.keras_model(model))
     rows = {}

@@ -34,8 +34,6 @@ def _model(args):
 
     source = args.model
     if source.endswith(".keras"):
-        if not os.path.isfile(source):
-            raise ValueError(f"no file at {source!r}")
         return kresnet.load(source)  # checked: refuses files that would run code
     if source not in kresnet.PRESETS:
         raise ValueError(f"unknown preset {source!r}; one of: {', '.join(kresnet.PRESETS)}")
@@ -45,6 +43,13 @@ def _model(args):
     if getattr(args, "classes", None):
         options["classes"] = args.classes
     return kresnet.build(source, **options)
+
+
+def _check_file(args):
+    """A ``.keras`` model that is not there: refused before TensorFlow is imported."""
+    source = getattr(args, "model", None)
+    if source is not None and source.endswith(".keras") and not os.path.isfile(source):
+        raise ValueError(f"no file at {source!r}")
 
 
 def _summary(args):
@@ -182,6 +187,7 @@ def main(argv=None):
         return _train(argv[1:])
     args = parser().parse_args(argv)
     try:
+        _check_file(args)
         _import_quietly()
         status = args.function(args)
     except (ValueError, TypeError, RuntimeError, OSError, ImportError) as error:

@@ -179,10 +179,10 @@ def load_weights(model: keras.Model, path, *, skip_mismatch: bool = False) -> di
     model) are listed as ``"unused"``. Returns ``{"loaded", "skipped", "unused"}`` lists.
 
     >>> import os, tempfile, kresnet
-    >>> source = kresnet.ResNet18(input_shape=(32, 32, 3), classes=3)
-    >>> path = os.path.join(tempfile.mkdtemp(), "r18.weights.h5")
+    >>> source = kresnet.create_resnet((32, 32, 3), 3, blocks=(1, 1), head="fc")
+    >>> path = os.path.join(tempfile.mkdtemp(), "small.weights.h5")
     >>> source.save_weights(path)
-    >>> target = kresnet.ResNet18(input_shape=(32, 32, 3), classes=7)
+    >>> target = kresnet.create_resnet((32, 32, 3), 7, blocks=(1, 1), head="fc")
     >>> load_weights(target, path, skip_mismatch=True)["skipped"]
     ['fc7']
     """

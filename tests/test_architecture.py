@@ -14,7 +14,7 @@ import pytest
 import kresnet
 from tests.conftest import ROOT
 
-# One pytest-xdist worker runs this file: its module fixtures are made once.
+# One pytest-xdist worker runs this file: its fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_architecture")
 
 PACKAGE = os.path.join(ROOT, "kresnet")
@@ -142,8 +142,32 @@ def _two(x):
     return keras.Model(x, joined, name="two"), a, b
 
 
-@pytest.fixture(scope="module")
+class _Outputs(dict):
+    """``outputs[name]``: ``models[name](x, training=False)``, computed on first use. The
+    models of the fixture are never changed, so each is called once in the session."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.models = models
+
+    def __missing__(self, name):
+        self[name] = np.asarray(self.models[name](self.models["x"], training=False))
+        return self[name]
+
+
+_MODELS = {}
+
+
+@pytest.fixture(scope="session")
 def models():
+    """Built once per process (a session fixture: pytest-xdist may run another module's test
+    between two of this file's, which would rebuild a module fixture)."""
+    if not _MODELS:
+        _MODELS.update(_build_models())
+    return _MODELS
+
+
+def _build_models():
     rng = np.random.default_rng(0)
     two, a, b = _two(keras.Input((64, 64, 3), name="image"))
     twin, _, _ = _two(keras.Input((64, 64, 3), name="image"))
@@ -155,7 +179,18 @@ def models():
     prefixed = kresnet.ResNet50(input_shape=(64, 64, 3), name_prefix="x_", classes=4,
                                 classifier_activation=None)
     x = rng.uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
-    return {"two": two, "a": a, "b": b, "twin": twin, "prefixed": prefixed, "x": x}
+    built = {"two": two, "a": a, "b": b, "twin": twin, "prefixed": prefixed, "x": x}
+    built["outputs"] = _Outputs(built)
+    return built
+
+
+@pytest.fixture(scope="session")
+def reference_of_prefixed(models):
+    """``to_keras_applications(models["prefixed"])`` and its output on ``x``."""
+    if "reference" not in _MODELS:
+        reference = kresnet.to_keras_applications(models["prefixed"])
+        _MODELS["reference"] = reference, np.asarray(reference(models["x"], training=False))
+    return _MODELS["reference"]
 
 
 TAKE_A_MODEL = {"count_macs", "describe", "feature_maps", "fold_batchnorm", "config_of",
@@ -210,25 +245,24 @@ def test_feature_maps_and_config_of_pick_a_resnet_by_prefix(models):
     assert (config.name_prefix, config.head, config.classes) == ("x_", "fc", 4)
 
 
-def test_keras_applications_conversion_reads_the_prefix(models):
-    two, x = models["two"], models["x"]
+def test_keras_applications_conversion_reads_the_prefix(models, reference_of_prefixed):
+    two, x, outputs = models["two"], models["x"], models["outputs"]
     reference = kresnet.to_keras_applications(two, prefix="a_")
-    np.testing.assert_allclose(reference(x, training=False), models["a"](x, training=False),
+    np.testing.assert_allclose(reference(x, training=False), outputs["a"],
                                atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="keras.applications has ResNet50"):
         kresnet.to_keras_applications(two, prefix="b_")
     with pytest.raises(ValueError, match="pass `prefix=`"):
         kresnet.to_keras_applications(two)
-    prefixed = models["prefixed"]
-    back = kresnet.to_keras_applications(prefixed)
+    back, back_output = reference_of_prefixed  # to_keras_applications(models["prefixed"])
     assert back.get_layer("predictions").units == 4
-    np.testing.assert_allclose(back(x, training=False), prefixed(x, training=False),
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(back_output, outputs["prefixed"], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["legacy.h5", "weights.h5"])
-def test_keras_applications_files_load_into_a_prefixed_model(models, kind, tmp_path):
-    reference = kresnet.to_keras_applications(models["prefixed"])
+def test_keras_applications_files_load_into_a_prefixed_model(models, reference_of_prefixed,
+                                                             kind, tmp_path):
+    reference, expected = reference_of_prefixed  # to_keras_applications(models["prefixed"])
     path = str(tmp_path / f"reference.{kind}")
     reference.save(path) if kind == "legacy.h5" else reference.save_weights(path)
     fresh = kresnet.ResNet50(input_shape=(64, 64, 3), name_prefix="x_", classes=4,
@@ -236,27 +270,27 @@ def test_keras_applications_files_load_into_a_prefixed_model(models, kind, tmp_p
     report = kresnet.load_weights(fresh, path)
     assert report["skipped"] == [] and "x_fc4" in report["loaded"]
     x = models["x"]
-    np.testing.assert_allclose(fresh(x, training=False), reference(x, training=False),
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(fresh(x, training=False), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_weights_move_between_models_of_two_resnets(models, tmp_path):
     two, twin, x = models["two"], models["twin"], models["x"]
+    expected = models["outputs"]["two"]  # two(x, training=False)
     report = kresnet.transfer_weights(two, twin)
     assert report["skipped"] == [] and report["unused"] == []
-    np.testing.assert_allclose(twin(x, training=False), two(x, training=False), atol=1e-6)
+    np.testing.assert_allclose(twin(x, training=False), expected, atol=1e-6)
     path = kresnet.save(two, tmp_path / "two.keras")
     again, _, _ = _two(keras.Input((64, 64, 3), name="image"))
     assert kresnet.load_weights(again, path)["skipped"] == []
-    np.testing.assert_allclose(again(x, training=False), two(x, training=False), atol=1e-6)
+    np.testing.assert_allclose(again(x, training=False), expected, atol=1e-6)
     loaded = kresnet.load(path, expect=two)
-    np.testing.assert_allclose(loaded(x, training=False), two(x, training=False), atol=1e-6)
+    np.testing.assert_allclose(loaded(x, training=False), expected, atol=1e-6)
 
 
 def test_folding_drawing_and_export(models, tmp_path):
     two, x = models["two"], models["x"]
     folded = kresnet.fold_batchnorm(two)
-    np.testing.assert_allclose(folded(x), two(x, training=False), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(folded(x), models["outputs"]["two"], atol=1e-4, rtol=1e-4)
     dot = open(kresnet.plot_model(two, tmp_path / "two.dot"), encoding="utf-8").read()
     assert "a_res5c_relu" in dot and "b_res3a_relu" in dot and "join" in dot
     blocks = open(kresnet.plot_blocks(two, tmp_path / "blocks.dot"), encoding="utf-8").read()
