@@ -588,9 +588,11 @@ def _fresh_venv(tmp_path):
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), source / name)
     wheels = tmp_path / "wheels"
+    # pip runs without PYTHONPATH: a checkout on it with a kresnet.egg-info (left by an
+    # editable install) would make pip take kresnet for installed and skip the wheel.
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", "-w", str(wheels), str(source)],
-                   check=True, timeout=300, capture_output=True)
+                   check=True, timeout=300, capture_output=True, env=_outside_env())
     (wheel,) = wheels.glob("kresnet-*.whl")
     fresh = tmp_path / "venv"
     venv.create(fresh, with_pip=False)
@@ -598,7 +600,7 @@ def _fresh_venv(tmp_path):
     # pip of this venv, installing for the new one (its scripts get the new one's python).
     subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
                     "--no-deps", "--no-index", str(wheel)], check=True, timeout=300,
-                   capture_output=True)
+                   capture_output=True, env=_outside_env())
     own = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
                           "['purelib'])"], check=True, capture_output=True, text=True,
                          cwd=tmp_path, env=_outside_env()).stdout.strip()
