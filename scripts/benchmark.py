@@ -9,7 +9,8 @@ Both sides are built with their defaults (``include_top=True``, 1000 classes, no
 median of ``--repeats`` measurements taken after ``--warmup`` unmeasured ones, the sides
 alternating within each repeat (A B A B ...) so that a load change on the machine hits both.
 Inference runs the model's forward pass (``training=False``) in a ``tf.function`` (with
-``jit_compile=True`` for the XLA rows) on one constant input batch; "folded" is
+``jit_compile=True`` for the XLA rows; with ``--quick`` traced once for both batch sizes)
+on one constant input batch; "folded" is
 :func:`kresnet.fold_batchnorm` of the kresnet model; onnxruntime runs the files that
 :func:`kresnet.export` writes, of keras.applications' model and of kresnet's folded
 one, each built and exported in a fresh process first (skipped, with a note, when onnx,
@@ -25,6 +26,7 @@ Prints one Markdown table per depth and writes everything, samples included, to 
 
 import argparse
 import datetime
+import functools
 import gc
 import importlib.util
 import json
@@ -72,7 +74,7 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke test: ResNet50 at 32x32, batches 1 and 4, one repeat, "
-                             "no onnxruntime unless --onnx on")
+                             "no pauses, one trace per runner, no onnxruntime unless --onnx on")
     parser.add_argument("--depths", type=int, nargs="+", choices=(50, 101, 152),
                         help="default: 50 152 (50 with --quick)")
     parser.add_argument("--size", type=int, help="input height and width (224; 32 quick)")
@@ -97,6 +99,7 @@ def parse_args(argv):
     args.batches = (1, 4) if quick else (1, 32)
     args.train_batch = 2 if quick else 16
     args.calls = {args.batches[0]: 1 if quick else 8, args.batches[1]: 1}
+    args.pause = 0.0 if quick else 0.2  # seconds before each measurement (see alternate)
     if args.repeats < 1 or args.warmup < 0 or args.size < 32:
         parser.error("--repeats must be >= 1, --warmup >= 0 and --size >= 32")
     return args
@@ -147,10 +150,16 @@ def timed(fn):
     return run
 
 
-def tf_runner(model, jit):
+def tf_runner(model, jit, any_batch=False):
+    """``model``'s forward pass in a ``tf.function``; ``any_batch``: traced once for every
+    batch size (XLA still compiles once per shape), else once per input shape. The warm-up
+    repeats absorb the tracing and compiling."""
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit)
+    spec = [tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)] \
+        if any_batch else None
+    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit,
+                          input_signature=spec)
     return lambda x: forward(x).numpy()
 
 
@@ -295,6 +304,7 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     tf.get_logger().setLevel("ERROR")  # retracing notes: each runner traces once per batch
 
     size, (small, large) = args.size, args.batches
+    alternating = functools.partial(alternate, pause=args.pause)
     results, notes = {}, []
 
     def row(key, pair, samples=None, note=None):
@@ -309,7 +319,7 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     tasks = {side: timed(lambda side=side: build(side, depth, size)) for side in SIDES}
     tasks["he_uniform"] = timed(lambda: build("kresnet", depth, size,
                                               kernel_initializer="he_uniform"))
-    samples = alternate(tasks, args.repeats, args.warmup, prepare=fresh)
+    samples = alternating(tasks, args.repeats, args.warmup, prepare=fresh)
     row("build", [median(samples, s) for s in SIDES],
         {s: samples[s] for s in SIDES})
     row("build_uniform", [median(samples, SIDES[0]), median(samples, "he_uniform")],
@@ -321,11 +331,12 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     rng = np.random.default_rng(0)
     work = tempfile.mkdtemp(prefix="kresnet-bench-")
     try:
-        runners = {"ka_tf": tf_runner(models["keras.applications"], False),
-                   "kr_tf": tf_runner(models["kresnet"], False),
-                   "kr_folded": tf_runner(folded, False),
-                   "ka_xla": tf_runner(models["keras.applications"], True),
-                   "kr_folded_xla": tf_runner(folded, True)}
+        once = args.quick  # one trace for both batch sizes (see tf_runner)
+        runners = {"ka_tf": tf_runner(models["keras.applications"], False, once),
+                   "kr_tf": tf_runner(models["kresnet"], False, once),
+                   "kr_folded": tf_runner(folded, False, once),
+                   "ka_xla": tf_runner(models["keras.applications"], True, once),
+                   "kr_folded_xla": tf_runner(folded, True, once)}
         ort_note = onnx_note or onnx_files.get("note")
         if ort_note is None:
             runners["ka_ort"] = ort_runner(onnx_files["paths"]["keras.applications"])
@@ -340,7 +351,7 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
             tasks = {name: throughput(run, x_np if name.endswith("ort") else x_tf, batch,
                                       args.calls[batch])
                      for name, run in runners.items()}
-            inference[tag] = samples = alternate(tasks, args.repeats, args.warmup)
+            inference[tag] = samples = alternating(tasks, args.repeats, args.warmup)
             med = {name: median(samples, name) for name in samples}
             row(f"tf_{tag}", [med["ka_tf"], med["kr_tf"]],
                 {"keras.applications": samples["ka_tf"], "kresnet": samples["kr_tf"]})
@@ -365,16 +376,16 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
 
         log(f"ResNet{depth}: save and load")
         paths = {side: os.path.join(work, f"{i}.keras") for i, side in enumerate(SIDES)}
-        save = alternate({side: timed(lambda side=side: models[side].save(paths[side]))
-                          for side in SIDES}, args.repeats, args.warmup)
+        save = alternating({side: timed(lambda side=side: models[side].save(paths[side]))
+                            for side in SIDES}, args.repeats, args.warmup)
         row("save", [median(save, s) for s in SIDES], save)
         row("size", [os.path.getsize(paths[s]) / 2**20 for s in SIDES])
 
         def load(side):
             keras.saving.load_model(paths[side], compile=False)
 
-        loaded = alternate({side: timed(lambda side=side: load(side)) for side in SIDES},
-                           args.repeats, args.warmup, prepare=gc.collect)
+        loaded = alternating({side: timed(lambda side=side: load(side)) for side in SIDES},
+                             args.repeats, args.warmup, prepare=gc.collect)
         row("load", [median(loaded, s) for s in SIDES], loaded)
 
         log(f"ResNet{depth}: training step at batch {args.train_batch}")
@@ -382,8 +393,8 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
         y = np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, args.train_batch)]
         for model in models.values():
             model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy")
-        train = alternate({side: timed(lambda side=side: models[side].train_on_batch(x, y))
-                           for side in SIDES}, args.repeats, max(args.warmup, 1))
+        train = alternating({side: timed(lambda side=side: models[side].train_on_batch(x, y))
+                             for side in SIDES}, args.repeats, max(args.warmup, 1))
         row("train", [median(train, s) for s in SIDES], train)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -392,8 +403,8 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     fresh()
 
     log(f"ResNet{depth}: peak memory in fresh processes")
-    memory = alternate({side: lambda side=side: peak_memory(side, depth, size, large)
-                        for side in SIDES}, args.memory_repeats, 0)
+    memory = alternating({side: lambda side=side: peak_memory(side, depth, size, large)
+                          for side in SIDES}, args.memory_repeats, 0)
     row("memory", [median(memory, s) for s in SIDES], memory)
     return results, notes
 

@@ -27,6 +27,7 @@ with startup_lines_hidden():
     keras.ops.convert_to_numpy(keras.ops.zeros(()))  # the back end looks for devices here
 
 import kresnet  # noqa: E402
+from kresnet import training  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,15 +62,17 @@ def build_plot_save_reload(out):
 
 
 def train(out, epochs, seed):
-    """A short version of the training run of docs/training.md, through `kresnet train`."""
+    """A short, narrower version of the training run of docs/training.md: `kresnet train`,
+    run in this process (``kresnet.training.main`` is the command; TensorFlow is started)."""
     folder = os.path.join(out, "train")
     if os.path.exists(os.path.join(folder, "checkpoints")):
         shutil.rmtree(folder)  # the demo starts afresh; kresnet train never overwrites a run
-    arguments = ["--model", "resnet18", "--config", "stem=cifar", "--width", "32",
-                 "--epochs", str(epochs), "--seed", str(seed), "--verbose", "2",
-                 "--out", folder]
+    arguments = ["--model", "resnet18", "--config", "stem=cifar", "--width", "16",
+                 "--lr", "3e-3", "--epochs", str(epochs), "--seed", str(seed), "--verbose",
+                 "2", "--out", folder]
     print("\n$ kresnet train", " ".join(arguments), flush=True)
-    subprocess.run([sys.executable, "-m", "kresnet", "train", *arguments], check=True)
+    if training.main(arguments):
+        raise SystemExit("kresnet train failed")
     with open(os.path.join(folder, "metrics.json")) as handle:
         metrics = json.load(handle)
     print(f"test accuracy after {epochs} epochs: {metrics['test_accuracy']:.1%} "

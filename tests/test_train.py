@@ -27,8 +27,11 @@ from kresnet.training import callbacks, curves, data as datasets, model as model
 from kresnet.training.settings import Settings
 from tests.conftest import LOADER, ROOT
 
-# One pytest-xdist worker runs this file: its module fixtures are made once.
-pytestmark = pytest.mark.xdist_group("test_train")
+# The tests that share a run (a session fixture: one worker may run other modules' tests in
+# between, which would end a module fixture and make it again) share a pytest-xdist group,
+# so that one worker makes it once; the other tests are spread over the workers one by one.
+UNINTERRUPTED = pytest.mark.xdist_group("test_train_uninterrupted")
+TINY_RUN = pytest.mark.xdist_group("test_train_tiny_run")
 
 if keras.backend.backend() != "tensorflow":
     pytest.skip("kresnet.training trains with tf.distribute on the TensorFlow back end",
@@ -378,11 +381,21 @@ def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
     assert model.get_layer("fc10").dtype_policy.name == "float32"
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished run of TINY with --patience 1 (one epoch), for the tests of what --resume
+    refuses; each works on a copy (latest.json names its checkpoint by file name only)."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert training.main(TINY + ["--patience", "1", "--out", str(out)]) == 0
+    return out
+
+
 @pytest.mark.slow
-def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
+@TINY_RUN
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys, tiny_run):
     out = str(tmp_path / "run")
-    argv = TINY + ["--out", out]
-    assert training.main(argv) == 0
+    argv = TINY + ["--patience", "1", "--out", out]
+    shutil.copytree(tiny_run, out)  # what training.main(argv) == 0 made
     before = (tmp_path / "run" / "best.keras").read_bytes()
     assert training.main(argv) == 2
     assert "already holds a run (checkpoint of epoch 1): pass --resume" in capsys.readouterr().err
@@ -430,11 +443,12 @@ def test_restored_plateau_counters_act_on_the_next_epoch():
 
 
 @pytest.mark.slow
-def test_an_early_stopped_run_is_finished(tmp_path, capsys):
+@TINY_RUN
+def test_an_early_stopped_run_is_finished(tmp_path, capsys, tiny_run):
     out = tmp_path / "run"
     pointer = out / "checkpoints" / "latest.json"
     argv = TINY + ["--patience", "1", "--out", str(out)]
-    assert training.main(argv) == 0
+    shutil.copytree(tiny_run, out)  # what training.main(argv) == 0 made
     state = json.loads(pointer.read_text())
     state["stopped"] = True
     pointer.write_text(json.dumps(state))
@@ -445,7 +459,7 @@ def test_an_early_stopped_run_is_finished(tmp_path, capsys):
 
 # -- checkpoints that survive, and resuming -------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory):
     """Three epochs without interruption, in this process: the reference for --resume and for
     mirrored."""
@@ -455,6 +469,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.slow
+@UNINTERRUPTED
 def test_sigkill_in_the_second_epoch_leaves_a_loadable_checkpoint_and_resume_continues(
         tmp_path, uninterrupted, capsys):
     out = str(tmp_path / "killed")
@@ -502,6 +517,7 @@ def test_a_bad_kill_hook_value_is_a_one_line_error(tmp_path, capsys, monkeypatch
 # -- several devices, several workers -------------------------------------------------------
 
 @pytest.mark.slow
+@UNINTERRUPTED
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, uninterrupted):
     out = str(tmp_path / "mirrored")
     result = run_script(*SMALL, "--epochs", "3", "--strategy", "mirrored", "--cpu-replicas",

@@ -105,10 +105,13 @@ class Checkpointer(keras.callbacks.Callback):
             state["best"] = {"epoch": epoch + 1, "val_accuracy": row.get("val_accuracy", 0.0)}
         if not self.is_chief:
             return
-        if improved:
-            kresnet.save(self.model, run.path("best.keras"))
         name = f"epoch-{epoch + 1:04d}.keras"
-        kresnet.save(self.model, os.path.join(run.checkpoints, name))
+        if improved:  # the model is serialised once; the checkpoint is a copy of its bytes
+            kresnet.save(self.model, run.path("best.keras"))
+            with open(run.path("best.keras"), "rb") as handle:
+                files.write_bytes(os.path.join(run.checkpoints, name), handle.read())
+        else:
+            kresnet.save(self.model, os.path.join(run.checkpoints, name))
         state["checkpoint"] = name
         files.write_bytes(os.path.join(run.checkpoints, LATEST),
                           json.dumps(state, indent=1).encode())
