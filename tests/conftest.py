@@ -1,10 +1,17 @@
 """Shared helpers: fresh-process loading, automatic-name detection, layer-creation counting."""
 
+import atexit
 import inspect
+import json
 import os
 import re
+import select
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import keras
 import numpy as np
@@ -24,8 +31,151 @@ def automatic_names(model):
     return [layer.name for layer in model.layers if _AUTOMATIC.match(layer.name)]
 
 
+# A fork server: a Python that has imported Keras (TensorFlow's import is ~6 CPU-seconds)
+# and nothing of kresnet, and has run no TensorFlow op, so that forking it is safe. For each
+# request line it forks a process that runs one script as __main__ (stdin /dev/null, stdout
+# and stderr to files, the given arguments, directory and environment) and prints the
+# process's id, then, once it has ended, its id and exit code (-9 for SIGKILL).
+_SERVER = r"""
+import gc, json, os, runpy, sys, traceback
+import keras, numpy
+
+gc.freeze()  # the imports' objects live for good: the processes' collections skip them
+os.write(1, b"ready\n")
+for line in sys.stdin:
+    run = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
+                                    (1, run["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                    (2, run["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+                opened = os.open(path, flags, 0o644)
+                os.dup2(opened, fd)
+                os.close(opened)
+            sys.stdin = open(os.devnull)
+            os.chdir(run["cwd"])
+            os.environ.update(run["env"])
+            sys.argv = [run["script"], *run["args"]]
+            runpy.run_path(run["script"], run_name="__main__")
+            status = 0
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            if status and not isinstance(stop.code, int):
+                print(stop.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(status)
+    os.write(1, f"{pid}\n".encode())
+    _, status = os.waitpid(pid, 0)
+    os.write(1, f"{pid} {os.waitstatus_to_exitcode(status)}\n".encode())
+"""
+
+
+class _FreshPythons:
+    """The fork server above, started on first use, one per test process."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="kresnet-fresh-")
+        self.log = open(os.path.join(self.folder, "server.log"), "w+b")
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "PYTHONPATH": ROOT + (os.pathsep + path if path else "")}
+        self.process = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=ROOT, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.log)
+        self.buffer = b""
+        self.runs = 0
+        atexit.register(self.close)
+        assert self._line(timeout=600) == "ready"
+
+    def close(self):
+        """End the server (it stops at the end of its input) and remove its files."""
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # still waiting for a process of an aborted run
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _line(self, timeout):
+        """The server's next line, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.process.stdout], [], [], left)[0]:
+                return None
+            data = os.read(self.process.stdout.fileno(), 4096)
+            if not data:
+                self.log.seek(0)
+                raise AssertionError("the fork server stopped: "
+                                     + self.log.read()[-3000:].decode(errors="replace"))
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def run(self, script, args, env, cwd, timeout):
+        self.runs += 1
+        stem = os.path.join(self.folder, f"{self.runs:04d}")
+        request = {"script": script, "args": [str(a) for a in args], "env": env or {},
+                   "cwd": str(cwd), "stdout": stem + ".out", "stderr": stem + ".err"}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        self.process.stdin.flush()
+        pid = self._line(timeout=60)
+        assert pid and pid.isdigit(), pid
+        ended = self._line(timeout)
+        if ended is None:
+            os.kill(int(pid), signal.SIGKILL)
+            self._line(timeout=60)
+        texts = []
+        for path in (request["stdout"], request["stderr"]):
+            with open(path, encoding="utf-8", errors="replace") as file:
+                texts.append(file.read())
+            os.remove(path)
+        assert ended is not None, f"{script} ran over {timeout} s: {texts[1][-3000:]}"
+        ended_pid, code = ended.split()
+        assert ended_pid == pid, (pid, ended)
+        return subprocess.CompletedProcess([script, *request["args"]], int(code), *texts)
+
+
+_FRESH = []
+
+
+def run_in_fresh_process(script=None, args=(), *, code=None, env=None, cwd=ROOT,
+                         timeout=1200):
+    """Run ``script`` (a path, or the Python source ``code``) as ``__main__`` in a new
+    process, forked from a Python that has imported Keras and nothing else: no kresnet, no
+    model, no TensorFlow op run. Returns a ``subprocess.CompletedProcess`` (its ``args``,
+    ``returncode``, ``stdout``, ``stderr``); ``env`` adds to the environment. Where the
+    process does ``import kresnet`` it gets this checkout's. One fork server per test
+    process spares each run TensorFlow's import."""
+    if not _FRESH or _FRESH[0].process.poll() is not None:
+        _FRESH[:] = [_FreshPythons()]
+    server = _FRESH[0]
+    if code is None:
+        return server.run(script, args, env, cwd, timeout)
+    assert script is None, "a script or code, not both"
+    script = os.path.join(server.folder, f"code{server.runs + 1:04d}.py")
+    with open(script, "w", encoding="utf-8") as file:
+        file.write(code)
+    try:
+        return server.run(script, args, env, cwd, timeout)
+    finally:
+        os.remove(script)
+
+
 def load_in_fresh_process(models, tmp_path, inputs):
-    """Save each model, load them all in one new Python without kresnet, safe_mode on.
+    """Save each model, load them all in one new Python without kresnet, safe_mode on
+    (scripts/load_and_predict.py, run by run_in_fresh_process).
 
     Returns, per model, (outputs on its input, layer names) as the loading process saw them.
     """
@@ -35,8 +185,7 @@ def load_in_fresh_process(models, tmp_path, inputs):
         model.save(path)
         np.save(f"{path}.in.npy", x)
         paths.append(path)
-    result = subprocess.run([sys.executable, LOADER, *paths], capture_output=True, text=True,
-                            timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = run_in_fresh_process(LOADER, paths)
     assert result.returncode == 0, result.stderr[-3000:]
     return [(np.load(f"{p}.out.npy"), open(f"{p}.names.txt", encoding="utf-8").read().split())
             for p in paths]

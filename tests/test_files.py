@@ -2,11 +2,7 @@
 
 import json
 import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 import zipfile
 
@@ -16,7 +12,7 @@ import pytest
 
 import kresnet
 from kresnet import files as kfiles
-from tests.conftest import ROOT
+from tests.conftest import run_in_fresh_process
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_files")
@@ -400,18 +396,19 @@ def test_load_checks_its_arguments(kwargs, error, message, saved):
 
 # --- killed while saving -------------------------------------------------------------------
 
-# A fork server: it imports Keras and kresnet once (running no TensorFlow op, so forking is
-# safe) and, for each line "PATH FIRST SAVES PHASE LIMIT" on stdin, forks a process that
-# saves one tiny model to PATH, version k with every weight equal to k: SAVES complete saves
-# of versions FIRST, FIRST + 1, ..., then one more that kills the process (SIGKILL) at PHASE.
-# PHASE is a step of kresnet.files._replace, reported through its _phase hook, or "writing":
-# in the middle of the archive, once LIMIT bytes of it are written. No timing is involved.
+# A saving process, one per kill, forked by run_in_fresh_process (tests/conftest.py) from a
+# Python that has imported Keras once and run no TensorFlow op: given PATH FIRST SAVES PHASE
+# LIMIT it saves one tiny model to PATH, version k with every weight equal to k: SAVES
+# complete saves of versions FIRST, FIRST + 1, ..., then one more that kills the process
+# (SIGKILL) at PHASE. PHASE is a step of kresnet.files._replace, reported through its _phase
+# hook, or "writing": in the middle of the archive, once LIMIT bytes of it are written. No
+# timing is involved.
 SAVER = """
-import os, signal, sys, traceback, zipfile
+import os, signal, sys, zipfile
 import numpy as np
 import kresnet, kresnet.files
 
-say = lambda text: os.write(1, f"{os.getpid()} {text}\\n".encode())
+say = lambda text: os.write(1, f"{text}\\n".encode())
 
 
 def die(phase, version):
@@ -465,20 +462,9 @@ def save_and_die(path, first, saves, phase, limit):
         say(f"saved {version}")
 
 
-print("0 server", flush=True)
-for line in sys.stdin:
-    path, first, saves, phase, limit = line.split()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            save_and_die(path, int(first), int(saves), phase, int(limit))
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(1)
-    print(f"{pid} child", flush=True)
-    _, status = os.waitpid(pid, 0)
-    print(f"{pid} reaped {os.waitstatus_to_exitcode(status)}", flush=True)
+path, first, saves, phase, limit = sys.argv[1:]
+save_and_die(path, int(first), int(saves), phase, int(limit))
+raise SystemExit("the saving process was not killed")
 """
 #: Where the saving process dies, in the order of kresnet.files._replace: its temporary file
 #: reserved (empty), half the archive written, all of it written, flushed to disk, renamed.
@@ -490,62 +476,16 @@ KILLS = [(phase, 0) for phase in ("reserved", "written", "synced", "writing", "r
     [(phase, 2) for phase in PHASES]
 
 
-class SaverServer:
-    """The fork server above and the lines it and its children print."""
 
-    def __init__(self, log):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT,
-               "CUDA_VISIBLE_DEVICES": ""}
-        self.log = open(log, "w")
-        self.process = subprocess.Popen([sys.executable, "-c", SAVER], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                        env=env, cwd=ROOT)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self._until("server", timeout=300)
-
-    def _read(self):
-        for line in self.process.stdout:
-            if line.endswith("\n"):  # a line cut by a kill is not counted
-                self.lines.put(line.split())
-        self.lines.put(None)
-
-    def _until(self, word, timeout):
-        """The lines (``[pid, word, args...]`` lists) up to the first whose word is ``word``;
-        the timeout only turns a hang into a failure."""
-        seen, deadline = [], time.monotonic() + timeout
-        while True:
-            try:
-                words = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {word!r} line: {seen[-5:]}") from None
-            if words is None:
-                raise AssertionError(f"the saver stopped: {self.log_tail()}")
-            seen.append(words)
-            if words[1:2] == [word]:
-                return seen
-
-    def run(self, path, first, saves, phase, limit, timeout=120):
-        """Run one saving process to its end: its exit code (``-9`` for SIGKILL) and the
-        lines it printed, as ``[word, args...]`` lists. The server prints "PID reaped" after
-        the process has ended, so every line of it comes before."""
-        self.process.stdin.write(f"{path} {first} {saves} {phase} {limit}\n")
-        self.process.stdin.flush()
-        lines = self._until("reaped", timeout)
-        pid, _, code = lines[-1]
-        assert [pid, "child"] in lines, lines
-        return int(code), [words[1:] for words in lines[:-1]
-                           if words[0] == pid and words[1:] != ["child"]]
-
-    def log_tail(self):
-        self.log.flush()
-        with open(self.log.name, encoding="utf-8", errors="replace") as log:
-            return log.read()[-3000:]
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-        self.log.close()
+def run_saver(path, first, saves, phase, limit, timeout=120):
+    """Run one saving process to its end: its exit code (``-9`` for SIGKILL), the lines it
+    printed as ``[word, args...]`` lists (a line cut by the kill is not counted) and its
+    stderr."""
+    result = run_in_fresh_process(code=SAVER, args=[path, first, saves, phase, limit],
+                                  env={"CUDA_VISIBLE_DEVICES": ""}, timeout=timeout)
+    lines = [line.split() for line in result.stdout.splitlines(keepends=True)
+             if line.endswith("\n")]
+    return result.returncode, lines, result.stderr
 
 
 def _version_in(path):
@@ -574,7 +514,7 @@ def test_the_kill_phases_are_the_steps_of_an_atomic_write(tmp_path, monkeypatch)
         ("replaced", False, True)]
 
 
-@pytest.mark.slow  # a fresh Python that imports TensorFlow, ten saving processes
+@pytest.mark.slow  # ten saving processes that build and save models
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the saving processes are forked")
 def test_a_killed_save_leaves_the_old_or_the_new_file(tmp_path):
     """SIGKILL a process while it saves, at each step of the atomic write in turn (with no
@@ -585,53 +525,49 @@ def test_a_killed_save_leaves_the_old_or_the_new_file(tmp_path):
     started = time.monotonic()
     folder = tmp_path / "target"
     path = str(folder / "model.keras")
-    server = SaverServer(tmp_path / "saver.log")
     current = None  # the version in the file at the path, None while there is none
     complete = None  # the size of a complete file
     completed_saves = 0
-    try:
-        for kill, (phase, saves) in enumerate(KILLS):
-            first = 1 + 1000 * kill
-            new = first + saves  # the version being saved when the process dies
-            limit = complete // 2 if phase == "writing" else 0
-            code, lines = server.run(path, first, saves, phase, limit)
-            expected = [words for version in range(first, new)
-                        for words in (["saving", str(version)], ["saved", str(version)])]
-            expected += [["saving", str(new)], ["killed", phase, str(new)]]
-            assert (code, lines) == (-signal.SIGKILL, expected), \
-                (phase, code, lines, server.log_tail())
-            completed_saves += saves
-            if saves:
-                current = new - 1
-            if phase == "replaced":
-                current = new
-            if current is None:
-                assert not os.path.lexists(path), phase
-            else:
-                assert _version_in(path) == current, (phase, current)
-                assert complete is None or os.path.getsize(path) == complete, phase
-            others = sorted(set(os.listdir(folder)) - {"model.keras"})
-            if phase == "replaced":
-                assert others == [], others
-                continue
-            assert len(others) == 1, (phase, others)
-            match = kfiles.TEMPORARY.match(others[0])
-            assert match and match.group("target") == "model.keras", others
-            temporary = str(folder / others[0])
-            size = os.path.getsize(temporary)
-            if phase == "reserved":
-                assert size == 0
-            elif phase == "writing":
-                assert size == limit > 0, (size, limit)
-                with pytest.raises(ValueError, match="is truncated or damaged"):
-                    kresnet.load(temporary)
-            else:  # the new file, complete, not yet renamed
-                assert _version_in(temporary) == new, phase
-                assert complete in (None, size), (complete, size)
-                complete = size
-            os.remove(temporary)  # what a killed save leaves behind
-    finally:
-        server.close()
+    for kill, (phase, saves) in enumerate(KILLS):
+        first = 1 + 1000 * kill
+        new = first + saves  # the version being saved when the process dies
+        limit = complete // 2 if phase == "writing" else 0
+        code, lines, stderr = run_saver(path, first, saves, phase, limit)
+        expected = [words for version in range(first, new)
+                    for words in (["saving", str(version)], ["saved", str(version)])]
+        expected += [["saving", str(new)], ["killed", phase, str(new)]]
+        assert (code, lines) == (-signal.SIGKILL, expected), \
+            (phase, code, lines, stderr[-3000:])
+        completed_saves += saves
+        if saves:
+            current = new - 1
+        if phase == "replaced":
+            current = new
+        if current is None:
+            assert not os.path.lexists(path), phase
+        else:
+            assert _version_in(path) == current, (phase, current)
+            assert complete is None or os.path.getsize(path) == complete, phase
+        others = sorted(set(os.listdir(folder)) - {"model.keras"})
+        if phase == "replaced":
+            assert others == [], others
+            continue
+        assert len(others) == 1, (phase, others)
+        match = kfiles.TEMPORARY.match(others[0])
+        assert match and match.group("target") == "model.keras", others
+        temporary = str(folder / others[0])
+        size = os.path.getsize(temporary)
+        if phase == "reserved":
+            assert size == 0
+        elif phase == "writing":
+            assert size == limit > 0, (size, limit)
+            with pytest.raises(ValueError, match="is truncated or damaged"):
+                kresnet.load(temporary)
+        else:  # the new file, complete, not yet renamed
+            assert _version_in(temporary) == new, phase
+            assert complete in (None, size), (complete, size)
+            complete = size
+        os.remove(temporary)  # what a killed save leaves behind
     print(f"{len(KILLS)} kills, {completed_saves} completed saves, "
           f"{time.monotonic() - started:.1f} s")
     assert completed_saves == sum(saves for _, saves in KILLS) > 0

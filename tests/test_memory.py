@@ -1,17 +1,16 @@
 """Issue #7's limit: 20 ResNet-50 builds with clear_session between them do not grow memory.
 
-The builds run in a fresh process so that other tests' models and caches do not count; the
-child reports its resident set size after each build (/proc/self/statm on Linux).
+The builds run in a fresh process (forked from a Python that has only imported Keras) so
+that other tests' models and caches do not count; it reports its resident set size after
+each build (/proc/self/statm on Linux).
 """
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import run_in_fresh_process
 
 # Slow (seconds to minutes): left out of `bash scripts/test.sh --quick`.
 pytestmark = pytest.mark.slow
@@ -20,8 +19,7 @@ BUILDS = 20
 LIMIT_MB = 200
 
 CHILD = f"""
-import gc, json, os, sys
-sys.path.insert(0, {ROOT!r})
+import gc, json, os
 import keras, kresnet
 
 def rss_mb():
@@ -41,9 +39,7 @@ print(json.dumps(sizes))
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads /proc/self/statm")
 def test_twenty_resnet50_builds_do_not_grow_memory():
-    result = subprocess.run([sys.executable, "-c", CHILD], check=False, capture_output=True,
-                            text=True, timeout=900,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = run_in_fresh_process(code=CHILD, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     sizes = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(sizes) == BUILDS

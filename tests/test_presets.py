@@ -7,10 +7,7 @@ import pytest
 import kresnet
 from kresnet import safety
 from kresnet import PRESETS
-from tests.conftest import automatic_names, load_in_fresh_process
-
-# One pytest-xdist worker runs this file: every preset is built once, small.
-pytestmark = pytest.mark.xdist_group("test_presets")
+from tests.conftest import automatic_names, load_one_in_fresh_process
 
 REQUIRED = [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200",
@@ -80,15 +77,31 @@ def _block_sums(model):
 _SMALL = {}
 
 
-@pytest.fixture
-def small_models():
-    """Every preset built once per test process, small (see narrowed), with 5 classes: a
-    cache rather than a module fixture, which pytest-xdist may tear down and build again."""
-    if not _SMALL:
-        _SMALL.update({name: kresnet.build(name, input_shape=small_shape(preset), classes=5,
-                                           **narrowed(preset))
-                       for name, preset in PRESETS.items()})
-    return _SMALL
+def small_model(name):
+    """The preset built small (see narrowed), with 5 classes, once per test process: its two
+    slow tests share the xdist group ``preset_NAME``, so one worker builds it once."""
+    if name not in _SMALL:
+        preset = PRESETS[name]
+        _SMALL[name] = kresnet.build(name, input_shape=small_shape(preset), classes=5,
+                                     **narrowed(preset))
+    return _SMALL[name]
+
+
+def small_input(name):
+    """Two random images for the preset: the draws of one generator (seed 0) taken in the
+    order of PRESETS, so that each preset gets the same input whatever runs before it."""
+    rng = np.random.default_rng(0)
+    for other, preset in PRESETS.items():
+        x = rng.uniform(0, 1, (2, *small_shape(preset))).astype("float32")
+        if other == name:
+            return x
+    raise KeyError(name)
+
+
+def each_preset():
+    """Every preset, in its own xdist group (see small_model)."""
+    return [pytest.param(name, marks=pytest.mark.xdist_group(f"preset_{name}"))
+            for name in PRESETS]
 
 
 def _layout(model):
@@ -97,11 +110,11 @@ def _layout(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_config_of_rebuilds_every_preset(name, small_models):
+@pytest.mark.parametrize("name", each_preset())
+def test_config_of_rebuilds_every_preset(name):
     """build(config_of(model)) gives the same layer names, classes and weight shapes, the
     config is the preset's, and its counts equal those of the built model."""
-    preset, model = PRESETS[name], small_models[name]
+    preset, model = PRESETS[name], small_model(name)
     config = kresnet.config_of(model)
     assert config == preset.config.replace(classes=5, input_shape=small_shape(preset),
                                            **narrowed(preset)), name
@@ -111,38 +124,35 @@ def test_config_of_rebuilds_every_preset(name, small_models):
 
 
 @pytest.mark.slow
-def test_every_preset_small_saves_loads_draws_and_is_named(tmp_path, small_models):
-    models, inputs = [], []
-    rng = np.random.default_rng(0)
-    for name, preset in PRESETS.items():
-        model = small_models[name]
-        assert model.output_shape == (None, 5), name
-        assert automatic_names(model) == [], name
-        names = [layer.name for layer in model.layers]
-        assert len(set(names)) == len(names)
-        sums = _block_sums(model)
-        assert len(sums) == sum(len(stage) for stage in kresnet.plan(
-            preset.depth, **{k: v for k, v in preset.options.items()
-                             if k in ("blocks", "block_type")}).stages)
-        assert all(s.startswith("res") for s in sums)
-        assert names[:2] == ["input", "conv1" if preset.options.get("stem") == "cifar"
-                             else ("conv1a_pad" if "stem" in preset.options else "conv1_pad")]
-        # The graph of every preset; test_plot renders pictures and checks them whole.
-        dot = open(kresnet.plot_model(model, tmp_path / f"{name}.dot"), encoding="utf-8").read()
-        assert all(f'"{layer}"' in dot or f"{layer} " in dot for layer in sums[-1:]), name
-        models.append(model)
-        inputs.append(rng.uniform(0, 1, (2, *small_shape(preset))).astype("float32"))
-    results = load_in_fresh_process(models, tmp_path, inputs)
+@pytest.mark.parametrize("name", each_preset())
+def test_every_preset_small_saves_loads_draws_and_is_named(name, tmp_path):
+    """Its shapes and names, its graph, and a .keras file that a new Python without kresnet
+    loads, safe_mode on, with the same layer names and outputs."""
+    preset, model = PRESETS[name], small_model(name)
+    assert model.output_shape == (None, 5), name
+    assert automatic_names(model) == [], name
+    names = [layer.name for layer in model.layers]
+    assert len(set(names)) == len(names)
+    sums = _block_sums(model)
+    assert len(sums) == sum(len(stage) for stage in kresnet.plan(
+        preset.depth, **{k: v for k, v in preset.options.items()
+                         if k in ("blocks", "block_type")}).stages)
+    assert all(s.startswith("res") for s in sums)
+    assert names[:2] == ["input", "conv1" if preset.options.get("stem") == "cifar"
+                         else ("conv1a_pad" if "stem" in preset.options else "conv1_pad")]
+    # The graph of every preset; test_plot renders pictures and checks them whole.
+    dot = open(kresnet.plot_model(model, tmp_path / f"{name}.dot"), encoding="utf-8").read()
+    assert all(f'"{layer}"' in dot or f"{layer} " in dot for layer in sums[-1:]), name
+    x = small_input(name)
+    outputs, loaded_names = load_one_in_fresh_process(model, tmp_path, x)
     # kresnet.load's checks pass on every preset's file (issue 14: the limits are generous
-    # enough for real models); the fresh process above is Keras loading the same files.
+    # enough for real models); the fresh process above is Keras loading the same file.
     saved = sorted(tmp_path.glob("*.keras"))
-    assert len(saved) == len(models)
-    for path in saved:
-        assert safety.check_keras_file(str(path)).weight_shapes, path.name
-    for model, x, (outputs, names) in zip(models, inputs, results):
-        assert names == [layer.name for layer in model.layers], model.name
-        np.testing.assert_allclose(outputs, np.asarray(model(x, training=False)), atol=1e-6,
-                                   err_msg=model.name)
+    assert len(saved) == 1
+    assert safety.check_keras_file(str(saved[0])).weight_shapes, saved[0].name
+    assert loaded_names == names, model.name
+    np.testing.assert_allclose(outputs, np.asarray(model(x, training=False)), atol=1e-6,
+                               err_msg=model.name)
 
 
 def test_build_overrides_and_errors():

@@ -35,6 +35,7 @@ def test_trained_weights_survive(tmp_path):
     """After a training step the moving statistics and weights differ from init; they round-trip."""
     model = kresnet.create_resnet((32, 32, 1), 3, blocks=(1, 1), block_type="basic")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.run_eagerly = True  # one step: tracing a training graph would cost more than it
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (8, 32, 32, 1)).astype("float32")
     model.fit(x, rng.integers(0, 3, 8), epochs=1, verbose=0)
