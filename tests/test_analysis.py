@@ -15,6 +15,9 @@ from tests.conftest import ROOT
 MACS_1X1 = {18: 1_814_073_344, 34: 3_663_761_408, 50: 3_857_973_248, 101: 7_570_194_432,
             152: 11_282_415_616}
 MACS_3X3 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}
+#: Counting and the stage tables read shapes, not weights: zero kernels spare the
+#: he_normal draws of the models built here (about half of a ResNet-50's build).
+SHAPE_ONLY = {"kernel_initializer": "zeros"}
 
 
 @pytest.mark.xdist_group("full_size")
@@ -29,11 +32,12 @@ def test_count_macs_matches_the_paper_and_torchvision(depth, full_size):
 
 @pytest.mark.slow
 def test_count_macs_counts_groups_and_refuses_unknown_sizes():
-    grouped = kresnet.build("resnext50_32x4d", include_top=False, input_shape=(64, 64, 3))
+    grouped = kresnet.build("resnext50_32x4d", include_top=False, input_shape=(64, 64, 3),
+                            **SHAPE_ONLY)
     layer = grouped.get_layer("res2a_branch2b")
     assert kresnet.analysis.layer_macs(layer) == 16 * 16 * 128 * 3 * 3 * (128 // 32)
     with pytest.raises(ValueError, match="fixed input size"):
-        kresnet.count_macs(kresnet.ResNet18(include_top=False))
+        kresnet.count_macs(kresnet.ResNet18(include_top=False, **SHAPE_ONLY))
 
 
 @pytest.mark.slow
@@ -47,19 +51,22 @@ def test_describe_is_table_1(full_size):
     assert sum(r["macs"] for r in rows) == MACS_1X1[50]
     text = str(rows)
     assert "res4a_branch2a .. res4f_relu" in text and "14x14x1024" in text
-    prefixed = kresnet.describe(kresnet.ResNet18(name_prefix="bb_", input_shape=(64, 64, 3)))
+    prefixed = kresnet.describe(kresnet.ResNet18(name_prefix="bb_", input_shape=(64, 64, 3),
+                                                 **SHAPE_ONLY))
     assert prefixed[1]["stage"] == "res2" and prefixed[1]["first"] == "bb_res2a_branch2a"
 
 
 @pytest.mark.slow
 def test_blocks_describe_kinds_and_shortcuts():
-    rows = kresnet.analysis.blocks(kresnet.build("resnet50v2", input_shape=(64, 64, 3)))
+    rows = kresnet.analysis.blocks(kresnet.build("resnet50v2", input_shape=(64, 64, 3),
+                                                 **SHAPE_ONLY))
     assert [r["shortcut"] for r in rows[:4]] == ["projection", "identity", "subsample",
                                                  "projection"]
     assert rows[0]["kind"] == "pre-activation bottleneck"
-    assert kresnet.analysis.blocks(kresnet.build("resnet20"))[3]["shortcut"] == \
+    assert kresnet.analysis.blocks(kresnet.build("resnet20", **SHAPE_ONLY))[3]["shortcut"] == \
         "subsample + zeros"
-    d = kresnet.analysis.blocks(kresnet.build("resnet50d", input_shape=(64, 64, 3)))
+    d = kresnet.analysis.blocks(kresnet.build("resnet50d", input_shape=(64, 64, 3),
+                                              **SHAPE_ONLY))
     assert d[3]["shortcut"] == "avg-pool + projection"
 
 
