@@ -17,7 +17,10 @@ one, each built and exported in a fresh process first (skipped, with a note, whe
 tf2onnx or onnxruntime are missing or the export fails), with its threads not spinning.
 Peak memory is the peak resident set size (``VmHWM`` of /proc/self/status; ``ru_maxrss``
 where there is no /proc) of a fresh Python process that imports TensorFlow, builds the
-model and runs one forward pass at the large batch size. The ratio is always kresnet /
+model and runs one forward pass at the large batch size (with ``--quick``, where
+/proc/self/clear_refs can reset the peak, of this process instead, so the figures include
+all it already holds). ``--quick`` also measures the models of its last build repeat
+instead of building them again. The ratio is always kresnet /
 keras.applications in the row's unit: below 1 is better for seconds, megabytes and the
 file size, above 1 for images per second.
 
@@ -74,7 +77,8 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke test: ResNet50 at 32x32, batches 1 and 4, one repeat, "
-                             "no pauses, one trace per runner, no onnxruntime unless --onnx on")
+                             "no pauses, one trace per runner, no onnxruntime unless --onnx on, "
+                             "peak memory in this process")
     parser.add_argument("--depths", type=int, nargs="+", choices=(50, 101, 152),
                         help="default: 50 152 (50 with --quick)")
     parser.add_argument("--size", type=int, help="input height and width (224; 32 quick)")
@@ -260,14 +264,43 @@ def peak_memory(side, depth, size, batch):
                  "--batch", str(batch))["peak_mb"]
 
 
-def child_memory(args):
+def build_and_run(side, depth, size, batch):
+    """Build ``side``'s model and run one batch through it: what the memory row measures."""
     import numpy as np
 
-    model = build(args.child_memory, args.depth, args.size)
-    x = np.random.default_rng(0).random((args.batch, args.size, args.size, 3), "float32")
+    model = build(side, depth, size)
+    x = np.random.default_rng(0).random((batch, size, size, 3), "float32")
     tf_runner(model, False)(x)
+
+
+def child_memory(args):
+    build_and_run(args.child_memory, args.depth, args.size, args.batch)
     print(json.dumps({"peak_mb": peak_rss_mb()}))
     return 0
+
+
+CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def peak_resettable():
+    """Whether this process can reset its peak RSS to its current RSS (Linux 4.0 and later:
+    writing 5 to /proc/self/clear_refs)."""
+    try:
+        with open(CLEAR_REFS, "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_memory_here(side, depth, size, batch):
+    """--quick: the peak RSS (MB) of this process while it builds ``side``'s model and runs
+    one batch, the peak first reset to the current RSS. It saves two fresh processes (a
+    TensorFlow import each), but includes all this process already holds."""
+    with open(CLEAR_REFS, "w", encoding="ascii") as refs:
+        refs.write("5")
+    build_and_run(side, depth, size, batch)
+    return peak_rss_mb()
 
 
 def machine():
@@ -316,9 +349,20 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     log(f"ResNet{depth}: build time")
     # kresnet's he_normal draws a truncated normal, which TensorFlow samples slowly;
     # keras.applications' glorot_uniform and he_uniform draw a uniform.
-    tasks = {side: timed(lambda side=side: build(side, depth, size)) for side in SIDES}
-    tasks["he_uniform"] = timed(lambda: build("kresnet", depth, size,
-                                              kernel_initializer="he_uniform"))
+    kept = {}  # --quick: each side's last build is the model measured below
+
+    def build_task(side, **options):
+        def run():
+            start = time.perf_counter()
+            model = build(side, depth, size, **options)
+            seconds = time.perf_counter() - start
+            if args.quick and not options:
+                kept[side] = model
+            return seconds
+        return run
+
+    tasks = {side: build_task(side) for side in SIDES}
+    tasks["he_uniform"] = build_task("kresnet", kernel_initializer="he_uniform")
     samples = alternating(tasks, args.repeats, args.warmup, prepare=fresh)
     row("build", [median(samples, s) for s in SIDES],
         {s: samples[s] for s in SIDES})
@@ -326,7 +370,8 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
         {SIDES[0]: samples[SIDES[0]], "kresnet": samples["he_uniform"]})
 
     fresh()
-    models = {side: build(side, depth, size) for side in SIDES}
+    models = dict(kept) if kept else {side: build(side, depth, size) for side in SIDES}
+    kept.clear()
     folded = fold_batchnorm(models["kresnet"])
     rng = np.random.default_rng(0)
     work = tempfile.mkdtemp(prefix="kresnet-bench-")
@@ -402,9 +447,14 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     folded = None
     fresh()
 
-    log(f"ResNet{depth}: peak memory in fresh processes")
-    memory = alternating({side: lambda side=side: peak_memory(side, depth, size, large)
-                          for side in SIDES}, args.memory_repeats, 0)
+    here = args.quick and peak_resettable()
+    log(f"ResNet{depth}: peak memory " + ("in this process" if here else "in fresh processes"))
+    if here:
+        memory = alternating({side: lambda side=side: peak_memory_here(side, depth, size, large)
+                              for side in SIDES}, args.memory_repeats, 0, prepare=fresh)
+    else:
+        memory = alternating({side: lambda side=side: peak_memory(side, depth, size, large)
+                              for side in SIDES}, args.memory_repeats, 0)
     row("memory", [median(memory, s) for s in SIDES], memory)
     return results, notes
 

@@ -1,6 +1,7 @@
 """The public API on Keras' JAX and PyTorch back ends, each in one subprocess.
 
-scripts/backend_check.py builds ``create_resnet`` and a few presets on small inputs, runs
+scripts/backend_check.py builds ``create_resnet`` and two presets on small inputs (one
+ResNeXt with pre-activation, SE, the deep stem and pooled shortcuts), runs
 them, saves and reloads them and fits one batch, in a child process; then the parent, which
 never imports kresnet, loads the saved files as scripts/load_and_predict.py does (on any
 back end). Models saved here (under this run's
@@ -118,10 +119,11 @@ def test_models_build_with_their_shapes_and_names(run):
     names = models["resnet18"]["names"]
     assert names[:3] == ["input", "conv1_pad", "conv1"] and names[-1] == "fc_final"
     assert models["resnet20"]["names"][-1] == "fc5"
-    assert {"bn5c_preact", "bn_post"} <= set(models["resnet50v2"]["names"])
-    assert {"conv1c", "res3a_branch1_pool", "res5c_se_scale"} <= set(
-        models["resnext50_32x4d_se_d"]["names"])
-    assert models["resnext50_32x4d_se_d"]["name"] == "resnext50_32x4d"
+    # One model carries pre-activation, the deep stem, pooled shortcuts, SE and groups.
+    bottleneck = models["resnext50_32x4d_se_d_preact"]
+    assert {"bn5c_preact", "bn_post"} <= set(bottleneck["names"])
+    assert {"conv1c", "res3a_branch1_pool", "res5c_se_scale"} <= set(bottleneck["names"])
+    assert bottleneck["name"] == "resnext50_32x4d"
 
 
 def test_forward_pass_gives_probabilities(run):
