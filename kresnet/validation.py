@@ -6,6 +6,7 @@ keras.applications: "`pooling` must be one of None, 'avg', 'max'. Received: pool
 
 import numbers
 import os
+import random
 import re
 
 import keras
@@ -261,10 +262,16 @@ def kernel_initializer(value):
         f"'he_normal'. {_received('kernel_initializer', value)}"
     if not isinstance(value, (str, dict, keras.initializers.Initializer)):
         raise TypeError(rule)
+    # Resolving a name makes an initializer, and an unseeded Keras initializer draws its
+    # seed from Python's `random`: checking must not move that state, or a model built
+    # right after keras.utils.set_random_seed would differ from the next one built alike.
+    state = random.getstate()
     try:
         keras.initializers.get(value)
     except (ValueError, TypeError) as error:
         raise ValueError(rule) from error
+    finally:
+        random.setstate(state)
     return value
 
 

@@ -1,5 +1,7 @@
 """keras.utils.set_random_seed(s) makes building and training reproducible (CPU)."""
 
+import random
+
 import keras
 import numpy as np
 import pytest
@@ -29,6 +31,18 @@ def test_the_same_seed_builds_the_same_weights(config):
     first, second = _build(7, config), _build(7, config)
     assert _same(first.get_weights(), second.get_weights())
     assert not _same(first.get_weights(), _build(8, config).get_weights())
+
+
+def test_checking_a_configuration_draws_no_random_number():
+    """An unseeded Keras initializer takes its seed from Python's `random`: were the option
+    checks to make one (the preset table is checked when the first model is built), the
+    first model after set_random_seed would differ from the next one built alike."""
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    kresnet.ResNetConfig(kernel_initializer="he_normal")
+    kresnet.ResNetConfig(kernel_initializer={"class_name": "HeNormal", "config": {}})
+    assert random.random() == expected
 
 
 def _train(seed):
