@@ -25,7 +25,7 @@ import tensorflow as tf
 from kresnet import cli, training
 from kresnet.training import callbacks, curves, data as datasets, model as models
 from kresnet.training.settings import Settings
-from tests.conftest import LOADER, ROOT
+from tests.conftest import LOADER, ROOT, run_in_fresh_process
 
 # The tests that share a run (a session fixture: one worker may run other modules' tests in
 # between, which would end a module fixture and make it again) share a pytest-xdist group,
@@ -58,10 +58,15 @@ MODEL = ["--width", "4", "--config", "stem=cifar", "--config", "blocks=1,1"]
 TINY = ["--epochs", "1", "--limit", "64", "--batch-size", "32", *MODEL, "--verbose", "0"]
 
 
+#: What ENV sets for a process forked by run_in_fresh_process (the rest it inherits).
+FORKED = {k: ENV[k] for k in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES", "KERAS_BACKEND")}
+
+
 def run_script(*args, timeout=300, env=None):
-    result = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                            timeout=timeout, env=env or ENV)
-    return result
+    """scripts/train.py in a new process, forked from a Python that has imported Keras only
+    (tests.conftest.run_in_fresh_process: no TensorFlow op run, so it can still set up its
+    devices); ``env`` adds to the environment."""
+    return run_in_fresh_process(SCRIPT, args, env={**FORKED, **(env or {})}, timeout=timeout)
 
 
 def read_history(out):
@@ -359,8 +364,7 @@ def test_cifar10_and_folder_train_and_report(tmp_path):
         np.save(f"{path}.in.npy", x)
         expected.append(keras.ops.convert_to_numpy(
             keras.saving.load_model(path)(x, training=False)))
-    result = subprocess.run([sys.executable, LOADER, *map(str, paths)], capture_output=True,
-                            text=True, timeout=300, env=ENV)
+    result = run_in_fresh_process(LOADER, paths, env=FORKED, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for path, outputs in zip(paths, expected):
         np.testing.assert_allclose(np.load(f"{path}.out.npy"), outputs, atol=1e-6)
@@ -477,7 +481,7 @@ def test_sigkill_in_the_second_epoch_leaves_a_loadable_checkpoint_and_resume_con
     # The process kills itself (SIGKILL) after 5 batches of the second epoch: a deterministic
     # place, after the first checkpoint (see kresnet.training.callbacks).
     result = run_script(*SMALL, "--epochs", "3", "--out", out,
-                        env={**ENV, callbacks.KILL_AFTER_BATCHES: str(STEPS + 5)})
+                        env={callbacks.KILL_AFTER_BATCHES: str(STEPS + 5)})
     assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Epoch 2/3" in result.stdout and "Epoch 3/3" not in result.stdout
     state = json.loads(open(pointer).read())
@@ -541,31 +545,75 @@ def _free_ports(n):
     return ports
 
 
+#: Run by run_in_fresh_process: starts the workers of a local cluster, each a process forked
+#: from this one (Keras imported, no TensorFlow op run yet) that runs scripts/train.py with
+#: its own TF_CONFIG and log file; kills them all after a time limit; prints their exit codes.
+WORKERS = r"""
+import json, os, runpy, signal, sys, traceback
+
+script, cluster, limit, logs, args = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), \
+    json.loads(sys.argv[4]), sys.argv[5:]
+
+
+def worker(index, log):  # scripts/train.py as worker `index` of the cluster, into `log`
+    opened = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for fd in (1, 2):
+        os.dup2(opened, fd)
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}})
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+pids = []
+for index, log in enumerate(logs):
+    pid = os.fork()
+    if pid == 0:
+        code = worker(index, log)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    pids.append(pid)
+
+
+def kill(*_):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+signal.signal(signal.SIGALRM, kill)
+signal.alarm(limit)
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]))
+"""
+
+
 @pytest.mark.slow
 def test_multiworker_two_local_processes_end_with_identical_weights(tmp_path):
     ports = _free_ports(2)
     out = str(tmp_path / "multi")
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = []
-    for index in range(2):
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        log = open(tmp_path / f"worker-{index}.log", "w")
-        workers.append((subprocess.Popen(
-            [sys.executable, SCRIPT, *SMALL, "--epochs", "1", "--limit", "256", "--strategy",
-             "multiworker", "--out", out], stdout=log, stderr=subprocess.STDOUT,
-            env={**ENV, "TF_CONFIG": config}), log))
-    try:
-        for process, _ in workers:
-            process.wait(timeout=240)
-    finally:
-        for process, log in workers:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            log.close()
-    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
-    for (process, _), text in zip(workers, logs):
-        assert process.returncode == 0, text[-3000:]
+    logs = [str(tmp_path / f"worker-{i}.log") for i in range(2)]
+    # The tiny model: what is checked is that the workers agree, not what they learn.
+    result = run_in_fresh_process(
+        code=WORKERS, args=[SCRIPT, json.dumps(cluster), 240, json.dumps(logs), *MODEL,
+                            "--batch-size", "64", "--verbose", "2", "--epochs", "1", "--limit",
+                            "256", "--strategy", "multiworker", "--out", out],
+        env=FORKED, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    texts = [open(log).read() for log in logs]
+    for code, text in zip(codes, texts):
+        assert code == 0, text[-3000:]
     chief = json.loads(open(os.path.join(out, "metrics.json")).read())
     other = json.loads(open(os.path.join(out, "worker-1", "metrics.json")).read())
     assert chief["strategy"] == "multiworker" and chief["replicas"] == 2 and chief["workers"] == 2
