@@ -25,7 +25,7 @@ import tensorflow as tf
 from kresnet import cli, training
 from kresnet.training import callbacks, curves, data as datasets, model as models
 from kresnet.training.settings import Settings
-from tests.conftest import LOADER, ROOT
+from tests.conftest import LOADER, ROOT, run_in_fresh_process
 
 # The tests that share a run (a session fixture: one worker may run other modules' tests in
 # between, which would end a module fixture and make it again) share a pytest-xdist group,
@@ -58,10 +58,15 @@ MODEL = ["--width", "4", "--config", "stem=cifar", "--config", "blocks=1,1"]
 TINY = ["--epochs", "1", "--limit", "64", "--batch-size", "32", *MODEL, "--verbose", "0"]
 
 
+#: What ENV sets for a process forked by run_in_fresh_process (the rest it inherits).
+FORKED = {k: ENV[k] for k in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES", "KERAS_BACKEND")}
+
+
 def run_script(*args, timeout=300, env=None):
-    result = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                            timeout=timeout, env=env or ENV)
-    return result
+    """scripts/train.py in a new process, forked from a Python that has imported Keras only
+    (tests.conftest.run_in_fresh_process: no TensorFlow op run, so it can still set up its
+    devices); ``env`` adds to the environment."""
+    return run_in_fresh_process(SCRIPT, args, env={**FORKED, **(env or {})}, timeout=timeout)
 
 
 def read_history(out):
@@ -321,15 +326,28 @@ def test_curves_count_whole_epochs_and_show_the_learning_rate():
 
 # -- training in this process ---------------------------------------------------------------
 
+CIFAR_RUN = pytest.mark.xdist_group("test_train_cifar_run")
+
+
+@pytest.fixture(scope="session")
+def cifar_run(tmp_path_factory):
+    """Two epochs on a small CIFAR-10 archive with the plateau schedule, early stopping, SGD
+    and weight decay: (the run's folder, its arguments but --epochs and --out). The test of
+    --resume works on a copy."""
+    folder = tmp_path_factory.mktemp("cifar")
+    argv = ["--dataset", f"cifar10:{make_cifar(folder, n=40)}", "--batch-size", "32", *MODEL,
+            "--schedule", "plateau", "--patience", "3", "--optimizer", "sgd",
+            "--weight-decay", "5e-4", "--verbose", "0"]
+    out = folder / "cifar"
+    assert training.main(argv + ["--epochs", "2", "--out", str(out)]) == 0
+    return out, argv
+
+
 @pytest.mark.slow
-def test_cifar10_and_folder_train_and_report(tmp_path):
-    cifar = make_cifar(tmp_path, n=40)
-    out = tmp_path / "cifar"
-    assert training.main(["--dataset", f"cifar10:{cifar}", "--epochs", "2", "--batch-size", "32",
-                          *MODEL, "--schedule", "plateau",
-                          "--patience", "3", "--optimizer", "sgd", "--weight-decay", "5e-4",
-                          "--verbose", "0",
-                          "--out", str(out)]) == 0
+@CIFAR_RUN
+def test_cifar10_and_folder_train_and_report(tmp_path, cifar_run):
+    out, _ = cifar_run
+    cifar_best = out / "best.keras"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == {"train": 180, "validation": 20, "test": 40}
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs"] == 2
@@ -347,55 +365,59 @@ def test_cifar10_and_folder_train_and_report(tmp_path):
                           "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == {"train": 28, "validation": 4, "test": 8}
-    assert keras.saving.load_model(out / "best.keras").input_shape == (None, 16, 16, 3)
+    loaded = [model, keras.saving.load_model(out / "best.keras")]
+    assert loaded[1].input_shape == (None, 16, 16, 3)
 
     # Both best.keras files load in a fresh process without kresnet (safe_mode on) and give
     # the outputs they give here.
-    paths = [tmp_path / "cifar" / "best.keras", out / "best.keras"]
+    paths = [tmp_path / "cifar.keras", out / "best.keras"]
+    shutil.copy(cifar_best, paths[0])  # the .in/.out/.names files go next to the copy
     rng = np.random.default_rng(0)
     expected = []
-    for path, shape in zip(paths, [(2, 32, 32, 3), (2, 16, 16, 3)]):
+    for path, shape, loaded_model in zip(paths, [(2, 32, 32, 3), (2, 16, 16, 3)], loaded):
         x = rng.uniform(0, 255, shape).astype("float32")
         np.save(f"{path}.in.npy", x)
-        expected.append(keras.ops.convert_to_numpy(
-            keras.saving.load_model(path)(x, training=False)))
-    result = subprocess.run([sys.executable, LOADER, *map(str, paths)], capture_output=True,
-                            text=True, timeout=300, env=ENV)
+        expected.append(keras.ops.convert_to_numpy(loaded_model(x, training=False)))
+    result = run_in_fresh_process(LOADER, paths, env=FORKED, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for path, outputs in zip(paths, expected):
         np.testing.assert_allclose(np.load(f"{path}.out.npy"), outputs, atol=1e-6)
         assert open(f"{path}.names.txt").read().split()[:2] == ["input", "normalize"]
 
 
-@pytest.mark.slow
-def test_mixed_precision_trains_with_a_float32_classifier(tmp_path):
+#: The arguments of the tiny_run fixture's run.
+TINY_RUN_ARGS = TINY + ["--patience", "1", "--mixed-precision"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished run of TINY with --patience 1 and --mixed-precision (one epoch), for the
+    test of mixed precision and the tests of what --resume refuses; each of those works on a
+    copy (latest.json names its checkpoint by file name only). Also the global dtype policy
+    names before and after the run."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
     before = keras.config.dtype_policy().name
-    out = tmp_path / "mixed"
-    assert training.main(["--mixed-precision", "--epochs", "1", "--limit", "128", "--batch-size",
-                          "32", *MODEL, "--verbose", "0",
-                          "--out", str(out)]) == 0
-    assert keras.config.dtype_policy().name == before  # restored for whoever comes next
+    assert training.main(TINY_RUN_ARGS + ["--out", str(out)]) == 0
+    return out, (before, keras.config.dtype_policy().name)
+
+
+@pytest.mark.slow
+@TINY_RUN
+def test_mixed_precision_trains_with_a_float32_classifier(tiny_run):
+    out, (before, after) = tiny_run
+    assert after == before  # restored for whoever comes next
     model = keras.saving.load_model(out / "best.keras")
     policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
     assert model.get_layer("res2a_branch2a").dtype_policy.name == policy
     assert model.get_layer("fc10").dtype_policy.name == "float32"
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """A finished run of TINY with --patience 1 (one epoch), for the tests of what --resume
-    refuses; each works on a copy (latest.json names its checkpoint by file name only)."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert training.main(TINY + ["--patience", "1", "--out", str(out)]) == 0
-    return out
-
-
 @pytest.mark.slow
 @TINY_RUN
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys, tiny_run):
     out = str(tmp_path / "run")
-    argv = TINY + ["--patience", "1", "--out", out]
-    shutil.copytree(tiny_run, out)  # what training.main(argv) == 0 made
+    argv = TINY_RUN_ARGS + ["--out", out]
+    shutil.copytree(tiny_run[0], out)  # what training.main(argv) == 0 made
     before = (tmp_path / "run" / "best.keras").read_bytes()
     assert training.main(argv) == 2
     assert "already holds a run (checkpoint of epoch 1): pass --resume" in capsys.readouterr().err
@@ -408,14 +430,14 @@ def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, capsys, tin
 
 
 @pytest.mark.slow
-def test_resume_carries_plateau_and_early_stopping_counters(tmp_path, capsys):
+@CIFAR_RUN
+def test_resume_carries_plateau_and_early_stopping_counters(tmp_path, capsys, cifar_run):
+    source, argv = cifar_run  # 2 epochs, --schedule plateau --patience 3
     out = tmp_path / "run"
-    argv = ["--epochs", "2", "--limit", "64", "--batch-size", "32", *MODEL,
-            "--schedule", "plateau", "--patience", "2", "--verbose", "0", "--out", str(out)]
-    assert training.main(argv) == 0
+    shutil.copytree(source, out)  # what training.main(argv + ["--epochs", "2", ...]) made
     state = json.loads((out / "checkpoints" / "latest.json").read_text())
     assert set(state["callbacks"]) == {"plateau", "early_stopping"}
-    assert training.main(argv[:1] + ["3"] + argv[2:] + ["--resume"]) == 0
+    assert training.main(argv + ["--epochs", "3", "--out", str(out), "--resume"]) == 0
     assert [row["epoch"] for row in read_history(out)] == ["1", "2", "3"]
     resumed = json.loads((out / "checkpoints" / "latest.json").read_text())
     best = max(row["val_accuracy"] for row in resumed["history"])  # full precision
@@ -447,8 +469,8 @@ def test_restored_plateau_counters_act_on_the_next_epoch():
 def test_an_early_stopped_run_is_finished(tmp_path, capsys, tiny_run):
     out = tmp_path / "run"
     pointer = out / "checkpoints" / "latest.json"
-    argv = TINY + ["--patience", "1", "--out", str(out)]
-    shutil.copytree(tiny_run, out)  # what training.main(argv) == 0 made
+    argv = TINY_RUN_ARGS + ["--out", str(out)]
+    shutil.copytree(tiny_run[0], out)  # what training.main(argv) == 0 made
     state = json.loads(pointer.read_text())
     state["stopped"] = True
     pointer.write_text(json.dumps(state))
@@ -477,7 +499,7 @@ def test_sigkill_in_the_second_epoch_leaves_a_loadable_checkpoint_and_resume_con
     # The process kills itself (SIGKILL) after 5 batches of the second epoch: a deterministic
     # place, after the first checkpoint (see kresnet.training.callbacks).
     result = run_script(*SMALL, "--epochs", "3", "--out", out,
-                        env={**ENV, callbacks.KILL_AFTER_BATCHES: str(STEPS + 5)})
+                        env={callbacks.KILL_AFTER_BATCHES: str(STEPS + 5)})
     assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Epoch 2/3" in result.stdout and "Epoch 3/3" not in result.stdout
     state = json.loads(open(pointer).read())
@@ -541,31 +563,75 @@ def _free_ports(n):
     return ports
 
 
+#: Run by run_in_fresh_process: starts the workers of a local cluster, each a process forked
+#: from this one (Keras imported, no TensorFlow op run yet) that runs scripts/train.py with
+#: its own TF_CONFIG and log file; kills them all after a time limit; prints their exit codes.
+WORKERS = r"""
+import json, os, runpy, signal, sys, traceback
+
+script, cluster, limit, logs, args = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), \
+    json.loads(sys.argv[4]), sys.argv[5:]
+
+
+def worker(index, log):  # scripts/train.py as worker `index` of the cluster, into `log`
+    opened = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for fd in (1, 2):
+        os.dup2(opened, fd)
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}})
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+pids = []
+for index, log in enumerate(logs):
+    pid = os.fork()
+    if pid == 0:
+        code = worker(index, log)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    pids.append(pid)
+
+
+def kill(*_):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+signal.signal(signal.SIGALRM, kill)
+signal.alarm(limit)
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]))
+"""
+
+
 @pytest.mark.slow
 def test_multiworker_two_local_processes_end_with_identical_weights(tmp_path):
     ports = _free_ports(2)
     out = str(tmp_path / "multi")
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = []
-    for index in range(2):
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        log = open(tmp_path / f"worker-{index}.log", "w")
-        workers.append((subprocess.Popen(
-            [sys.executable, SCRIPT, *SMALL, "--epochs", "1", "--limit", "256", "--strategy",
-             "multiworker", "--out", out], stdout=log, stderr=subprocess.STDOUT,
-            env={**ENV, "TF_CONFIG": config}), log))
-    try:
-        for process, _ in workers:
-            process.wait(timeout=240)
-    finally:
-        for process, log in workers:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            log.close()
-    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
-    for (process, _), text in zip(workers, logs):
-        assert process.returncode == 0, text[-3000:]
+    logs = [str(tmp_path / f"worker-{i}.log") for i in range(2)]
+    # The tiny model: what is checked is that the workers agree, not what they learn.
+    result = run_in_fresh_process(
+        code=WORKERS, args=[SCRIPT, json.dumps(cluster), 240, json.dumps(logs), *MODEL,
+                            "--batch-size", "64", "--verbose", "2", "--epochs", "1", "--limit",
+                            "256", "--strategy", "multiworker", "--out", out],
+        env=FORKED, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    texts = [open(log).read() for log in logs]
+    for code, text in zip(codes, texts):
+        assert code == 0, text[-3000:]
     chief = json.loads(open(os.path.join(out, "metrics.json")).read())
     other = json.loads(open(os.path.join(out, "worker-1", "metrics.json")).read())
     assert chief["strategy"] == "multiworker" and chief["replicas"] == 2 and chief["workers"] == 2
