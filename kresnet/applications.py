@@ -6,6 +6,7 @@ keras.applications names a layer ``conv4_block23_3_conv`` where kresnet names it
 :mod:`kresnet.weights` moves the weights by it.
 """
 
+import dataclasses
 from typing import Optional
 
 import keras
@@ -82,14 +83,29 @@ def _keras_config(model):
         head.activation if top else "softmax"
 
 
-def _kresnet_twin(depth, preact, **arguments):
-    """The kresnet model of a keras.applications configuration, with random weights."""
+def _twin_config(depth, preact, **arguments):
     base = ResNetConfig(depth=depth, head="fc", classes=1000, use_bias=True,
                         **(_V2 if preact else {}))
     bn_momentum = arguments.pop("bn_momentum", base.bn_momentum)
-    config = applications_config(base.replace(bn_momentum=bn_momentum), natural=224,
-                                 where="from_keras_applications", **arguments)
-    return make(config)
+    return applications_config(base.replace(bn_momentum=bn_momentum), natural=224,
+                               where="from_keras_applications", **arguments)
+
+
+def _kresnet_twin(depth, preact, **arguments):
+    """The kresnet model of a keras.applications configuration, with random weights."""
+    return make(_twin_config(depth, preact, **arguments))
+
+
+def _undrawn_twin(depth, preact, **arguments):
+    """``_kresnet_twin``, for weights that replace all of its own: built with zero kernels
+    (the he_normal draws are about half the time of building it), then each conv gets its
+    initializer back, so that the model is configured as ``_kresnet_twin``'s."""
+    config = _twin_config(depth, preact, **arguments)
+    twin = make(dataclasses.replace(config, kernel_initializer="zeros"))
+    for layer in twin.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.kernel_initializer = keras.initializers.get(config.kernel_initializer)
+    return twin
 
 
 def from_keras_applications(model: keras.Model) -> keras.Model:
@@ -103,7 +119,7 @@ def from_keras_applications(model: keras.Model) -> keras.Model:
     """
     validation.keras_model(model)
     depth, preact, top, classes, pooling, activation = _keras_config(model)
-    ours = _kresnet_twin(depth, preact, include_top=top, classes=classes, pooling=pooling,
+    ours = _undrawn_twin(depth, preact, include_top=top, classes=classes, pooling=pooling,
                          classifier_activation=activation,
                          input_shape=tuple(model.input_shape[1:]),
                          bn_momentum=model.get_layer(

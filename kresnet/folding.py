@@ -115,6 +115,17 @@ def folded_weights(conv, bn):
     return (kernel * scale).astype(dtype), ((bias - mean) * scale + beta).astype(dtype)
 
 
+def _hold_initializers(layer):
+    """Give the unbuilt ``layer`` zeros initializers and return its own, to be put back once
+    it is built: a copy whose weights are all replaced need not draw random ones (a ResNet-152
+    has 60 million)."""
+    own = {key: value for key, value in vars(layer).items()
+           if isinstance(value, keras.initializers.Initializer)}
+    for key in own:
+        setattr(layer, key, keras.initializers.Zeros())
+    return own
+
+
 def fold_batchnorm(model: keras.Model, *, strict: bool = False,
                    name: Optional[str] = None) -> keras.Model:
     """An inference-only copy of ``model`` with each batch norm that follows a conv folded
@@ -160,13 +171,18 @@ def fold_batchnorm(model: keras.Model, *, strict: bool = False,
     folded_bns = set(pairs)
     conv_to_bn = {conv: bn for bn, conv in pairs.items()}
 
+    held = []  # (copy, its initializers): copies built with zeros, as every weight is set below
+
     def clone(layer):
         if layer.name in folded_bns:
             return layer  # never called: call() below skips it
         config = layer.get_config()
         if layer.name in conv_to_bn:
             config.update(use_bias=True, bias_initializer="zeros")
-        return layer.__class__.from_config(config)
+        copy = layer.__class__.from_config(config)
+        if layer.weights:
+            held.append((copy, _hold_initializers(copy)))
+        return copy
 
     def call(layer, *args, **kwargs):
         if layer.name in folded_bns:
@@ -174,6 +190,9 @@ def fold_batchnorm(model: keras.Model, *, strict: bool = False,
         return layer(*args, **kwargs)
 
     result = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for copy, initializers in held:
+        for key, initializer in initializers.items():
+            setattr(copy, key, initializer)
     originals = {layer.name: layer for layer in model.layers}
     for layer in result.layers:
         source = originals[layer.name]

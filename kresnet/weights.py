@@ -220,11 +220,16 @@ def _final_dense_units(path):
 
 
 def _with_units(model, units):
-    """A copy of ``model`` (same names, fresh weights) whose last Dense has ``units``."""
+    """A copy of ``model`` (same names) whose last Dense has ``units``, to be filled from a
+    file: Keras' layers get zero initializers, which spares the random draws (millions)."""
     config = model.get_config()
     dense = [layer for layer in config["layers"] if layer["class_name"] == "Dense"]
     if dense and units is not None:
         dense[-1]["config"]["units"] = int(units)
+    for layer in config["layers"]:
+        if layer.get("module") == "keras.layers":
+            layer["config"].update({key: "zeros" for key in layer["config"]
+                                    if key.endswith("_initializer")})
     return model.__class__.from_config(config)
 
 
@@ -241,13 +246,16 @@ def _load_unnamed(model, path, skip_mismatch):
     """A Keras 3 ``.weights.h5`` file, which stores positions, not names: find the twin
     (kresnet's layout or keras.applications') whose own file has exactly this layout."""
     units = _final_dense_units(path)
-    candidates = [(_with_units(model, units), {})]
-    reference = keras_applications_twin(model)
-    if reference is not None:
-        candidates.append((_with_units(reference, units), keras_mapping(
-            model, inspection.find_prefix(model))))
+
+    def candidates():  # the keras.applications twin is built only where kresnet's misses
+        yield _with_units(model, units), {}
+        reference = keras_applications_twin(model)
+        if reference is not None:
+            yield _with_units(reference, units), keras_mapping(
+                model, inspection.find_prefix(model))
+
     wanted = _h5_layout(path)
-    for twin, mapping in candidates:
+    for twin, mapping in candidates():
         with tempfile.TemporaryDirectory() as folder:
             probe = os.path.join(folder, "twin.weights.h5")
             twin.save_weights(probe)

@@ -273,3 +273,26 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if isinstance(item, pytest.DoctestItem) and item.name in SLOW_DOCTESTS:
             item.add_marker(pytest.mark.slow)
+
+
+import contextlib  # noqa: E402 - with the helpers below, which use it
+
+
+def _zeros(self, shape, dtype=None):
+    return keras.ops.zeros(shape, dtype=dtype)
+
+
+@contextlib.contextmanager
+def zero_initial_weights():
+    """Within it, Keras' random initializers of the VarianceScaling family (he_normal,
+    glorot_uniform: every conv and dense kernel of kresnet and keras.applications) give
+    zeros, sparing the draws (about 2 s for a ResNet-152's 60M weights). The layers and
+    their configs are the same; only the initial values differ. For models whose initial
+    values no assertion reads: shape and name checks, and models whose every weight is then
+    loaded or transferred. Never around ``full_size`` (its models are shared)."""
+    original = keras.initializers.VarianceScaling.__call__
+    keras.initializers.VarianceScaling.__call__ = _zeros
+    try:
+        yield
+    finally:
+        keras.initializers.VarianceScaling.__call__ = original

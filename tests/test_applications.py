@@ -3,6 +3,10 @@
 Ported checks (keras/src/applications/applications_test.py): variable input channels with
 None height/width, custom input shapes and tensors, pooling, classifier activation, and
 serialisation, in both image data formats. Plus output shapes at several input sizes.
+
+These check shapes, names and configs, never initial values: models are built within
+``zero_initial_weights`` (the same layers, zero kernels instead of random draws), except
+the shared ``full_size`` ones and where weights are compared.
 """
 
 import warnings
@@ -12,6 +16,7 @@ import numpy as np
 import pytest
 
 import kresnet
+from tests.conftest import zero_initial_weights
 
 APPS = [(kresnet.ResNet18, 512), (kresnet.ResNet34, 512), (kresnet.ResNet50, 2048),
         (kresnet.ResNet101, 2048), (kresnet.ResNet152, 2048)]
@@ -36,8 +41,9 @@ def shape(data_format, height, width, channels):
 @pytest.mark.parametrize("app,last_dim", APPS, ids=lambda a: getattr(a, "__name__", ""))
 def test_notop_variable_input_channels(app, last_dim, data_format):
     for channels in (1, 4):
-        model = app(weights=None, include_top=False,
-                    input_shape=shape(data_format, None, None, channels))
+        with zero_initial_weights():
+            model = app(weights=None, include_top=False,
+                        input_shape=shape(data_format, None, None, channels))
         expected = shape(data_format, None, None, last_dim)
         assert list(model.outputs[0].shape) == [None, *expected]
 
@@ -46,11 +52,14 @@ def test_notop_variable_input_channels(app, last_dim, data_format):
 @pytest.mark.parametrize("app,last_dim", APPS[::2], ids=lambda a: getattr(a, "__name__", ""))
 def test_notop_custom_input_shape_and_tensor(app, last_dim, data_format):
     axis = 1 if data_format == "channels_first" else -1
-    model = app(weights=None, include_top=False, input_shape=shape(data_format, 123, 123, 3))
+    with zero_initial_weights():
+        model = app(weights=None, include_top=False,
+                    input_shape=shape(data_format, 123, 123, 3))
     assert model.outputs[0].shape[axis] == last_dim
     inputs = keras.Input(shape=shape(data_format, 200, 200, 4), name="custom_input")
     x = keras.layers.Conv2D(3, (2, 2), strides=(2, 2), name="custom_conv")(inputs)
-    model = app(weights=None, include_top=False, input_tensor=x)
+    with zero_initial_weights():
+        model = app(weights=None, include_top=False, input_tensor=x)
     assert model.outputs[0].shape[axis] == last_dim
     assert model.inputs[0].name == "custom_input"
     assert model.get_layer("custom_conv")
@@ -60,7 +69,8 @@ def test_notop_custom_input_shape_and_tensor(app, last_dim, data_format):
 @pytest.mark.xdist_group("full_size")
 @pytest.mark.parametrize("app,last_dim", APPS, ids=lambda a: getattr(a, "__name__", ""))
 def test_pooling_and_classifier_activation(app, last_dim, full_size):
-    model = app(weights=None, include_top=False, pooling="max")
+    with zero_initial_weights():
+        model = app(weights=None, include_top=False, pooling="max")
     assert list(model.outputs[0].shape) == [None, last_dim]
     assert model.layers[-1].name == "max_pool"
     # The natural-size model test_analysis and test_counts read too, built once.
@@ -70,7 +80,8 @@ def test_pooling_and_classifier_activation(app, last_dim, full_size):
     assert model.input_shape == (None, 224, 224, 3)
     assert model.layers[-1].name == "fc1000"
     config = keras.saving.serialize_keras_object(model)
-    reconstructed = keras.saving.deserialize_keras_object(config)
+    with zero_initial_weights():  # counted, not read
+        reconstructed = keras.saving.deserialize_keras_object(config)
     assert len(reconstructed.weights) == len(model.weights)
 
 
@@ -80,8 +91,9 @@ def test_defaults_follow_keras_applications(full_size):
     model = full_size("ResNet50")
     assert (model.name, model.input_shape, model.output_shape) == (
         "resnet50", (None, 224, 224, 3), (None, 1000))
-    assert kresnet.ResNet50(include_top=False).input_shape == (None, None, None, 3)
-    model = kresnet.ResNet18(classes=7, classifier_activation=None, name="mine")
+    with zero_initial_weights():
+        assert kresnet.ResNet50(include_top=False).input_shape == (None, None, None, 3)
+        model = kresnet.ResNet18(classes=7, classifier_activation=None, name="mine")
     assert (model.name, model.output_shape, model.layers[-1].name) == ("mine", (None, 7), "fc7")
     assert model.layers[-1].activation.__name__ == "linear"
 
@@ -91,27 +103,30 @@ def test_defaults_follow_keras_applications(full_size):
 @pytest.mark.parametrize("depth", [18, 50])
 def test_output_shapes(depth, size, final):
     features = 512 if depth == 18 else 2048
-    model = kresnet.create_resnet((size, size, 3), 5, depth, include_top=False)
-    assert model.output_shape == (None, final, final, features)
-    assert kresnet.create_resnet((size, size, 3), 5, depth).output_shape == (None, 5)
-    model = kresnet.create_resnet((size, size, 3), 5, depth, head=None, pooling="avg")
+    with zero_initial_weights():
+        model = kresnet.create_resnet((size, size, 3), 5, depth, include_top=False)
+        assert model.output_shape == (None, final, final, features)
+        assert kresnet.create_resnet((size, size, 3), 5, depth).output_shape == (None, 5)
+        model = kresnet.create_resnet((size, size, 3), 5, depth, head=None, pooling="avg")
     assert model.output_shape == (None, features)
     assert model.layers[-1].name == "avg_pool"
 
 
 @pytest.mark.slow
 def test_fully_convolutional_use_runs_on_several_sizes():
-    model = kresnet.ResNet18(include_top=False, input_shape=(None, None, 3))
+    with zero_initial_weights():  # output shapes only
+        model = kresnet.ResNet18(include_top=False, input_shape=(None, None, 3))
+        with_head = kresnet.create_resnet((None, None, 3), 4, 18, head="fc")
     for height, width in ((64, 64), (96, 128), (33, 47)):
         out = model(np.zeros((1, height, width, 3), "float32"), training=False)
         assert out.shape == (1, -(-height // 32), -(-width // 32), 512)
-    with_head = kresnet.create_resnet((None, None, 3), 4, 18, head="fc")
     assert with_head(np.zeros((2, 80, 48, 3), "float32")).shape == (2, 4)
 
 
 @pytest.mark.slow
 def test_channels_first_layers_use_channel_axis_1(channels_first):
-    model = kresnet.ResNet50(include_top=False, input_shape=(3, 64, 64))
+    with zero_initial_weights():
+        model = kresnet.ResNet50(include_top=False, input_shape=(3, 64, 64))
     assert model.get_layer("bn2a_branch2a").axis == 1
     assert model.get_layer("res2a_branch2a").data_format == "channels_first"
     assert model.output_shape == (None, 2048, 2, 2)
@@ -122,7 +137,8 @@ def test_weights_path_is_loaded(tmp_path):
     source = kresnet.ResNet18(input_shape=(32, 32, 3), classes=3)
     path = str(tmp_path / "r18.weights.h5")
     source.save_weights(path)
-    target = kresnet.ResNet18(input_shape=(32, 32, 3), classes=3, weights=path)
+    with zero_initial_weights():  # every weight is loaded: a layer left out stays zeros
+        target = kresnet.ResNet18(input_shape=(32, 32, 3), classes=3, weights=path)
     for a, b in zip(source.weights, target.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

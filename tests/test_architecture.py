@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import kresnet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, zero_initial_weights
 
 # One pytest-xdist worker runs this file: its fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_architecture")
@@ -170,7 +170,8 @@ def models():
 def _build_models():
     rng = np.random.default_rng(0)
     two, a, b = _two(keras.Input((64, 64, 3), name="image"))
-    twin, _, _ = _two(keras.Input((64, 64, 3), name="image"))
+    with zero_initial_weights():  # its weights are transferred from two's
+        twin, _, _ = _two(keras.Input((64, 64, 3), name="image"))
     for layer in two.layers:  # BN statistics away from the identity
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
@@ -188,7 +189,8 @@ def _build_models():
 def reference_of_prefixed(models):
     """``to_keras_applications(models["prefixed"])`` and its output on ``x``."""
     if "reference" not in _MODELS:
-        reference = kresnet.to_keras_applications(models["prefixed"])
+        with zero_initial_weights():  # every weight of the reference is transferred
+            reference = kresnet.to_keras_applications(models["prefixed"])
         _MODELS["reference"] = reference, np.asarray(reference(models["x"], training=False))
     return _MODELS["reference"]
 
@@ -247,7 +249,8 @@ def test_feature_maps_and_config_of_pick_a_resnet_by_prefix(models):
 
 def test_keras_applications_conversion_reads_the_prefix(models, reference_of_prefixed):
     two, x, outputs = models["two"], models["x"], models["outputs"]
-    reference = kresnet.to_keras_applications(two, prefix="a_")
+    with zero_initial_weights():  # every weight of the reference is transferred
+        reference = kresnet.to_keras_applications(two, prefix="a_")
     np.testing.assert_allclose(reference(x, training=False), outputs["a"],
                                atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="keras.applications has ResNet50"):
@@ -265,8 +268,9 @@ def test_keras_applications_files_load_into_a_prefixed_model(models, reference_o
     reference, expected = reference_of_prefixed  # to_keras_applications(models["prefixed"])
     path = str(tmp_path / f"reference.{kind}")
     reference.save(path) if kind == "legacy.h5" else reference.save_weights(path)
-    fresh = kresnet.ResNet50(input_shape=(64, 64, 3), name_prefix="x_", classes=4,
-                             classifier_activation=None)
+    with zero_initial_weights():  # every weight is loaded (a layer left out: zeros)
+        fresh = kresnet.ResNet50(input_shape=(64, 64, 3), name_prefix="x_", classes=4,
+                                 classifier_activation=None)
     report = kresnet.load_weights(fresh, path)
     assert report["skipped"] == [] and "x_fc4" in report["loaded"]
     x = models["x"]
@@ -280,7 +284,8 @@ def test_weights_move_between_models_of_two_resnets(models, tmp_path):
     assert report["skipped"] == [] and report["unused"] == []
     np.testing.assert_allclose(twin(x, training=False), expected, atol=1e-6)
     path = kresnet.save(two, tmp_path / "two.keras")
-    again, _, _ = _two(keras.Input((64, 64, 3), name="image"))
+    with zero_initial_weights():  # every weight is loaded (a layer left out: zeros)
+        again, _, _ = _two(keras.Input((64, 64, 3), name="image"))
     assert kresnet.load_weights(again, path)["skipped"] == []
     np.testing.assert_allclose(again(x, training=False), expected, atol=1e-6)
     loaded = kresnet.load(path, expect=two)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import kresnet
+from tests.conftest import zero_initial_weights
 
 
 # The tests that share the module fixtures, or the ResNet-50s at 64x64 of ``full_size``,
@@ -64,7 +65,8 @@ def test_from_and_to_keras_applications_compute_the_same_function(app):
     assert_same(ours(images(64), training=False), at_64[:2])
     x = images(224, n=1)
     assert_same(ours(x, training=False), reference(x, training=False))
-    back = kresnet.to_keras_applications(ours)
+    with zero_initial_weights():  # every weight of the reference is transferred
+        back = kresnet.to_keras_applications(ours)
     assert_same(back(images(64, seed=1), training=False), at_64[2:])
 
 
@@ -75,7 +77,8 @@ def test_from_and_to_keras_applications_compute_the_same_function(app):
 def test_with_heads_both_ways(app, ours, full_size):
     model = fresh_model(full_size, ours)
     randomise_statistics(model)
-    reference = kresnet.to_keras_applications(model)
+    with zero_initial_weights():  # every weight of the reference is transferred
+        reference = kresnet.to_keras_applications(model)
     assert reference.get_layer("predictions").units == 1000
     x = images(64)
     assert_same(reference(x, training=False), model(x, training=False))
@@ -88,17 +91,19 @@ def test_with_heads_both_ways(app, ours, full_size):
 @pytest.mark.slow
 def test_a_mismatched_pair_names_the_first_layer_that_does_not_fit(full_size):
     r50 = full_size.fresh("ResNet50", include_top=False, input_shape=(64, 64, 3))
-    r101 = kresnet.ResNet101(include_top=False, input_shape=(64, 64, 3))
+    with zero_initial_weights():  # only the errors are read
+        r101 = kresnet.ResNet101(include_top=False, input_shape=(64, 64, 3))
+        v15 = kresnet.build("resnet50_v1_5", input_shape=(64, 64, 3), use_bias=True)
+        r18 = kresnet.ResNet18(input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="Layer 'res3b1_branch2a' of 'resnet101' has no "
                                          "counterpart 'res3b1_branch2a' in 'resnet50'"):
         kresnet.transfer_weights(r50, r101)
     with pytest.raises(ValueError, match="counterpart"):
         kresnet.transfer_weights(r101, r50)
-    v15 = kresnet.build("resnet50_v1_5", input_shape=(64, 64, 3), use_bias=True)
     with pytest.raises(ValueError, match="layer 'res3a_branch2a'.*strides"):
         kresnet.to_keras_applications(v15)
     with pytest.raises(ValueError, match="keras.applications has ResNet50"):
-        kresnet.to_keras_applications(kresnet.ResNet18(input_shape=(64, 64, 3)))
+        kresnet.to_keras_applications(r18)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +157,8 @@ def test_load_weights_reads_every_format_in_both_schemes(pair, pair_h5, pair_out
 @pytest.mark.slow
 def test_skip_mismatch_reports_a_head_of_another_class_count(pair, pair_h5, full_size):
     path = pair_h5  # pair[0].save(path)
-    target = kresnet.ResNet50(input_shape=(64, 64, 3), classes=5)
+    with zero_initial_weights():  # every weight but fc5's is loaded
+        target = kresnet.ResNet50(input_shape=(64, 64, 3), classes=5)
     with pytest.raises(ValueError, match="'fc5'"):
         kresnet.load_weights(target, path)
     report = kresnet.load_weights(target, path, skip_mismatch=True)
@@ -168,9 +174,11 @@ def test_skip_mismatch_reports_a_head_of_another_class_count(pair, pair_h5, full
 def test_load_weights_refuses_the_wrong_depth(pair_h5, full_size, tmp_path):
     path = pair_h5  # pair[0].save(path)
     # keras.applications numbers blocks, so stage 3 (4 blocks in both) maps; stage 4 does not.
+    with zero_initial_weights():  # only the error is read
+        r101 = kresnet.ResNet101(input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="'res4b6_branch2a' of 'resnet101' has no counterpart "
                                          "'conv4_block7_1_conv'"):
-        kresnet.load_weights(kresnet.ResNet101(input_shape=(64, 64, 3)), path)
+        kresnet.load_weights(r101, path)
     with pytest.raises(ValueError, match="no file at"):
         kresnet.load_weights(fresh_model(full_size, R50), str(tmp_path / "missing.h5"))
 
@@ -181,8 +189,9 @@ def test_load_weights_refuses_the_wrong_depth(pair_h5, full_size, tmp_path):
 def test_imagenet_weights_are_mapped_by_name(pair, pair_h5, pair_output, top, tmp_path,
                                              monkeypatch):
     """The download is replaced by a file in keras.applications' format made here."""
-    reference = pair[0] if top else keras.applications.ResNet50(
-        weights=None, include_top=False, input_shape=(64, 64, 3))
+    with zero_initial_weights():  # filled from pair[0] below
+        reference = pair[0] if top else keras.applications.ResNet50(
+            weights=None, include_top=False, input_shape=(64, 64, 3))
     if top:
         path = pair_h5  # reference.save(path)
     else:
@@ -196,8 +205,9 @@ def test_imagenet_weights_are_mapped_by_name(pair, pair_h5, pair_output, top, tm
         return path
 
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
-    model = kresnet.ResNet50(weights="imagenet", include_top=top, input_shape=(64, 64, 3),
-                             classifier_activation=None)
+    with zero_initial_weights():  # every weight is loaded from the file
+        model = kresnet.ResNet50(weights="imagenet", include_top=top,
+                                 input_shape=(64, 64, 3), classifier_activation=None)
     suffix = "" if top else "_notop"
     assert asked[0][0] == f"resnet50_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
     assert asked[0][1].startswith("https://") and len(asked[0][2]) == 32
@@ -212,7 +222,7 @@ def test_imagenet_download_failure_and_wrong_configuration(monkeypatch, count_la
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(RuntimeError, match="Could not download the ImageNet weights "
-                                           "resnet101v2_weights"):
+                                           "resnet101v2_weights"), zero_initial_weights():
         kresnet.build("resnet101v2", weights="imagenet", include_top=False)
     before = count_layers()
     with pytest.raises(ValueError, match="these arguments differ: use_bias"):
@@ -231,7 +241,8 @@ def test_imagenet_download_failure_and_wrong_configuration(monkeypatch, count_la
     ("resnet50d", {"C2": (56, 256), "C3": (28, 512), "C4": (14, 1024), "C5": (7, 2048)}),
 ])
 def test_feature_maps_are_c2_to_c5(name, expected):
-    model = kresnet.build(name, include_top=False, input_shape=(224, 224, 3))
+    with zero_initial_weights():  # shapes and names only
+        model = kresnet.build(name, include_top=False, input_shape=(224, 224, 3))
     maps = kresnet.feature_maps(model)
     assert {k: (v.shape[1], v.shape[-1]) for k, v in maps.items()} == expected
     if name == "resnet50v2":
