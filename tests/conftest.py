@@ -1,6 +1,7 @@
 """Shared helpers: fresh-process loading, automatic-name detection, layer-creation counting."""
 
 import atexit
+import contextlib
 import inspect
 import json
 import os
@@ -274,9 +275,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if isinstance(item, pytest.DoctestItem) and item.name in SLOW_DOCTESTS:
             item.add_marker(pytest.mark.slow)
-
-
-import contextlib  # noqa: E402 - with the helpers below, which use it
 
 
 def _zeros(self, shape, dtype=None):
