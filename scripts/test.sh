@@ -3,7 +3,7 @@
 # --quick (anywhere among the arguments) runs the quick tier instead, for work in progress:
 # every test not marked `slow` (setup.cfg lists the marker; full-size models, fresh
 # processes, training, the JAX and PyTorch back ends, export, the benchmark, the demo, the
-# memory and kill tests are), in minutes rather than the full run's 13. It combines with the other
+# memory and kill tests are), in under two minutes rather than the full run's 13-15. It combines with the other
 # arguments (bash scripts/test.sh --quick -k naming) but not with a -m of your own, which
 # would replace its -m "not slow". With a -k that matches nothing pytest exits 5.
 # Two pytest workers (KRESNET_TEST_WORKERS; 0 runs in this process): most tests build, save
