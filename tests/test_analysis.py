@@ -8,16 +8,13 @@ import sys
 import pytest
 
 import kresnet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHAPE_ONLY
 
 # He et al. 2015 Table 1 (stride on the 1x1) and torchvision's "v1.5" (stride on the 3x3):
 # multiply-accumulates per 224x224 image, convolutions and fc1000.
 MACS_1X1 = {18: 1_814_073_344, 34: 3_663_761_408, 50: 3_857_973_248, 101: 7_570_194_432,
             152: 11_282_415_616}
 MACS_3X3 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}
-#: Counting and the stage tables read shapes, not weights: zero kernels spare the
-#: he_normal draws of the models built here (about half of a ResNet-50's build).
-SHAPE_ONLY = {"kernel_initializer": "zeros"}
 
 
 @pytest.mark.xdist_group("full_size")
@@ -26,7 +23,7 @@ SHAPE_ONLY = {"kernel_initializer": "zeros"}
 def test_count_macs_matches_the_paper_and_torchvision(depth, full_size):
     assert kresnet.count_macs(full_size(f"ResNet{depth}")) == MACS_1X1[depth]
     if depth in MACS_3X3:  # never run: zero kernels spare the he_normal draws
-        v1_5 = full_size(f"ResNet{depth}", stride_on="3x3", kernel_initializer="zeros")
+        v1_5 = full_size(f"ResNet{depth}", stride_on="3x3", **SHAPE_ONLY)
         assert kresnet.count_macs(v1_5) == MACS_3X3[depth]
 
 

@@ -5,15 +5,13 @@ import pytest
 
 import kresnet
 from kresnet import naming
-from tests.conftest import automatic_names
+# Every test here reads names and layer settings only: SHAPE_ONLY builds.
+from tests.conftest import SHAPE_ONLY, automatic_names
 
 # One pytest-xdist worker runs this file: its module fixtures are made once.
 pytestmark = pytest.mark.xdist_group("test_naming")
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-#: Every test here reads names and layer settings only: zero kernels spare the he_normal
-#: draws (about half of a full-size build), which none of them reads.
-ZEROS = "zeros"
 
 
 def caffe_blocks(stage, n, numbered):
@@ -41,7 +39,7 @@ EXPECTED_BLOCKS = {
     d if d < 101 else pytest.param(d, marks=pytest.mark.slow) for d in sorted(EXPECTED_BLOCKS)])
 def model(request, full_size):
     # Read only; shared with the stride tests below (tests/conftest.py, built once).
-    return full_size("create_resnet", (64, 64, 3), 10, request.param, kernel_initializer=ZEROS)
+    return full_size("create_resnet", (64, 64, 3), 10, request.param, **SHAPE_ONLY)
 
 
 def test_block_names_follow_the_caffe_models(model):
@@ -88,7 +86,7 @@ def test_caffe_landmarks():
 
 
 def test_stride_sits_on_the_first_1x1_of_a_bottleneck(full_size):
-    model = full_size("create_resnet", (64, 64, 3), 10, 50, kernel_initializer=ZEROS)
+    model = full_size("create_resnet", (64, 64, 3), 10, 50, **SHAPE_ONLY)
     assert model.get_layer("res3a_branch2a").strides == (2, 2)
     assert model.get_layer("res3a_branch2a").kernel_size == (1, 1)
     assert model.get_layer("res3a_branch2b").strides == (1, 1)
@@ -97,7 +95,7 @@ def test_stride_sits_on_the_first_1x1_of_a_bottleneck(full_size):
 
 
 def test_basic_block_strides_its_first_3x3_with_explicit_padding(full_size):
-    model = full_size("create_resnet", (64, 64, 3), 10, 18, kernel_initializer=ZEROS)
+    model = full_size("create_resnet", (64, 64, 3), 10, 18, **SHAPE_ONLY)
     conv = model.get_layer("res3a_branch2a")
     assert (conv.kernel_size, conv.strides, conv.padding) == ((3, 3), (2, 2), "valid")
     assert model.get_layer("res3a_branch2a_pad").padding == ((1, 1), (1, 1))
@@ -106,7 +104,7 @@ def test_basic_block_strides_its_first_3x3_with_explicit_padding(full_size):
 
 def test_custom_stage_lists_use_letters_up_to_26_blocks():
     model = kresnet.create_resnet((32, 32, 3), 10, blocks=(26, 27), block_type="basic",
-                                  head=None, kernel_initializer=ZEROS)
+                                  head=None, **SHAPE_ONLY)
     sums = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert sums[:26] == [f"res2{c}" for c in LETTERS]
     assert sums[26:] == ["res3a"] + [f"res3b{i}" for i in range(1, 27)]
@@ -116,9 +114,9 @@ def test_custom_stage_lists_use_letters_up_to_26_blocks():
 def test_name_prefix_lets_two_resnets_share_one_graph():
     inputs = keras.Input((64, 64, 3), name="image")
     left = kresnet.create_resnet(input_tensor=inputs, depth=18, head=None, pooling="avg",
-                                 name_prefix="left_", kernel_initializer=ZEROS)
+                                 name_prefix="left_", **SHAPE_ONLY)
     right = kresnet.create_resnet(input_tensor=inputs, depth=18, head=None, pooling="max",
-                                  name_prefix="right_", kernel_initializer=ZEROS)
+                                  name_prefix="right_", **SHAPE_ONLY)
     both = keras.layers.Concatenate(name="both")([left.output, right.output])
     model = keras.Model(inputs, both)
     names = [layer.name for layer in model.layers]
@@ -190,10 +188,10 @@ def test_parse_reads_back_every_name_naming_gives(prefix):
 
 def test_every_layer_of_every_kind_of_model_parses():
     for model in (kresnet.build("resnet50d", input_shape=(64, 64, 3), name_prefix="p_",
-                                kernel_initializer=ZEROS),
-                  kresnet.build("resnet20", kernel_initializer=ZEROS), kresnet.create_resnet(
+                                **SHAPE_ONLY),
+                  kresnet.build("resnet20", **SHAPE_ONLY), kresnet.create_resnet(
                       (64, 64, 3), depth=18, preact=True, se_ratio=0.25, shortcut="C",
-                      kernel_initializer=ZEROS)):
+                      **SHAPE_ONLY)):
         prefix = naming.prefixes(layer.name for layer in model.layers)[0]
         unread = [layer.name for layer in model.layers
                   if naming.parse(layer.name, prefix) is None]

@@ -5,17 +5,12 @@ import numpy as np
 import pytest
 
 import kresnet
+from tests.conftest import SHAPE_ONLY
 
 
 def small(**options):
     options.setdefault("head", "fc")
     return kresnet.create_resnet((64, 64, 3), 4, options.pop("depth", 50), **options)
-
-
-#: For the tests that read only a model's structure (names, strides, filters, shapes,
-#: counts): zero kernels spare the he_normal draws, which are about half of a ResNet-50's
-#: build time and are read by none of those assertions.
-SHAPE_ONLY = {"kernel_initializer": "zeros"}
 
 
 def names(model):
