@@ -282,9 +282,9 @@ def child_memory(args):
 CLEAR_REFS = "/proc/self/clear_refs"
 
 
-def peak_resettable():
-    """Whether this process can reset its peak RSS to its current RSS (Linux 4.0 and later:
-    writing 5 to /proc/self/clear_refs)."""
+def reset_peak():
+    """Reset this process's peak RSS to its current RSS (Linux 4.0 and later: writing 5 to
+    /proc/self/clear_refs); whether it could."""
     try:
         with open(CLEAR_REFS, "w", encoding="ascii") as refs:
             refs.write("5")
@@ -297,8 +297,8 @@ def peak_memory_here(side, depth, size, batch):
     """--quick: the peak RSS (MB) of this process while it builds ``side``'s model and runs
     one batch, the peak first reset to the current RSS. It saves two fresh processes (a
     TensorFlow import each), but includes all this process already holds."""
-    with open(CLEAR_REFS, "w", encoding="ascii") as refs:
-        refs.write("5")
+    if not reset_peak():
+        raise OSError(f"cannot reset the peak resident size through {CLEAR_REFS}")
     build_and_run(side, depth, size, batch)
     return peak_rss_mb()
 
@@ -352,7 +352,7 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     kept = {}  # --quick: each side's last build is the model measured below
 
     def build_task(side, **options):
-        def run():
+        def run():  # timed by hand: the previous repeat's model is let go outside the timing
             start = time.perf_counter()
             model = build(side, depth, size, **options)
             seconds = time.perf_counter() - start
@@ -447,7 +447,7 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     folded = None
     fresh()
 
-    here = args.quick and peak_resettable()
+    here = args.quick and reset_peak()
     log(f"ResNet{depth}: peak memory " + ("in this process" if here else "in fresh processes"))
     if here:
         memory = alternating({side: lambda side=side: peak_memory_here(side, depth, size, large)
