@@ -178,6 +178,9 @@ def _import_quietly():
     """Import Keras (and so TensorFlow) with file descriptor 2 closed: TensorFlow's C++
     start-up lines would bury the command's own output and one-line errors."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from kresnet.training.startup import prefer_onednn  # noqa: PLC0415 (imports no TensorFlow)
+
+    prefer_onednn()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:

@@ -19,8 +19,9 @@ import sys
 
 import numpy as np
 
-from kresnet.training.startup import startup_lines_hidden
+from kresnet.training.startup import prefer_onednn, startup_lines_hidden
 
+prefer_onednn()
 with startup_lines_hidden():
     import keras
 

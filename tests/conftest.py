@@ -14,9 +14,14 @@ import sys
 import tempfile
 import time
 
-import keras
-import numpy as np
-import pytest
+# Before Keras imports TensorFlow: its oneDNN kernels, as scripts/setup-env.sh and
+# kresnet's programs ask for them (kresnet.training.startup.prefer_onednn). Without them an
+# AVX2 CPU cannot run the channels_first tests' convolutions, and trains half as fast.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADER = os.path.join(ROOT, "scripts", "load_and_predict.py")
@@ -237,11 +242,13 @@ def full_size():
     compared bound, defaults filled in: ``full_size("ResNet50")`` is ``full_size("ResNet50",
     include_top=True)``. Tests that only read a model share it as it is; a test that changes
     its weights takes ``full_size.fresh(...)``: the model with the weights it was built with
-    put back, as a new build would have them. Tests that share models share an xdist group
+    put back, as a new build would have them. A test that reads only the structure (names,
+    shapes, counts, settings) takes ``full_size.structure(...)``: the model built within
+    ``structure_only``, its weights declared, not made. Tests that share models share an xdist group
     (``full_size``, or their file's), so that one worker builds each model once."""
     import kresnet  # noqa: PLC0415
 
-    def get(function, *args, **options):
+    def get(function, *args, _structure=False, **options):
         call = getattr(kresnet, function)
         signature = inspect.signature(call)
         bound = signature.bind(*args, **options)
@@ -250,10 +257,14 @@ def full_size():
         for name, parameter in signature.parameters.items():
             if parameter.kind is parameter.VAR_KEYWORD:
                 arguments.update(arguments.pop(name))
-        key = (function, repr(sorted(arguments.items())))
+        key = (function, repr(sorted(arguments.items())), _structure)
         if key not in _FULL_SIZE:
-            _FULL_SIZE[key] = call(*args, **options)
+            with structure_only() if _structure else contextlib.nullcontext():
+                _FULL_SIZE[key] = call(*args, **options)
         return _FULL_SIZE[key]
+
+    def structure(function, *args, **options):
+        return get(function, *args, _structure=True, **options)
 
     def fresh(function, *args, **options):
         model = get(function, *args, **options)
@@ -264,6 +275,7 @@ def full_size():
         return model
 
     get.fresh = fresh
+    get.structure = structure
     return get
 
 
@@ -301,6 +313,25 @@ def zero_initial_weights():
         yield
     finally:
         keras.initializers.VarianceScaling.__call__ = original
+
+
+@contextlib.contextmanager
+def structure_only():
+    """Within it, layers declare their weights without making them: each is a shape, a dtype
+    and an initializer (Keras' deferred variables, ``StatelessScope(initialize_variables=
+    False)``), so no backend variable is allocated or filled, which is most of building a
+    full-size ResNet. Layers, configs, shapes, names and ``count_params`` are what a normal
+    build gives; the weights hold no values, so such a model is only to be looked at: never
+    called, trained, saved or given weights. For tests that read the structure alone."""
+    from keras.src.backend.common import global_state  # noqa: PLC0415
+
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        # Keras lists the deferred variables to make them when a StatelessScope that does
+        # initialise ends (Keras opens such scopes itself, e.g. in stateless_call): drop them.
+        global_state.set_global_attribute("uninitialized_variables", [])
 
 
 def cache_saving_skipsets():
