@@ -21,9 +21,9 @@ MACS_3X3 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}
 @pytest.mark.parametrize("depth", [d if d < 50 else pytest.param(d, marks=pytest.mark.slow)
                                    for d in sorted(MACS_1X1)])
 def test_count_macs_matches_the_paper_and_torchvision(depth, full_size):
-    assert kresnet.count_macs(full_size(f"ResNet{depth}")) == MACS_1X1[depth]
-    if depth in MACS_3X3:  # never run: zero kernels spare the he_normal draws
-        v1_5 = full_size(f"ResNet{depth}", stride_on="3x3", **SHAPE_ONLY)
+    assert kresnet.count_macs(full_size.structure(f"ResNet{depth}")) == MACS_1X1[depth]
+    if depth in MACS_3X3:
+        v1_5 = full_size.structure(f"ResNet{depth}", stride_on="3x3")
         assert kresnet.count_macs(v1_5) == MACS_3X3[depth]
 
 
@@ -40,7 +40,7 @@ def test_count_macs_counts_groups_and_refuses_unknown_sizes():
 @pytest.mark.slow
 @pytest.mark.xdist_group("full_size")
 def test_describe_is_table_1(full_size):
-    rows = kresnet.describe(full_size("ResNet50"))
+    rows = kresnet.describe(full_size.structure("ResNet50"))
     assert [r["stage"] for r in rows] == ["stem", "res2", "res3", "res4", "res5", "head"]
     assert [r["blocks"] for r in rows] == [0, 3, 4, 6, 3, 0]
     assert rows[4]["output"] == (7, 7, 2048) and rows[4]["layers"] == "res5a_branch2a .. res5c_relu"
@@ -73,7 +73,7 @@ def test_blocks_describe_kinds_and_shortcuts():
 def test_plot_blocks_is_readable_at_resnet152(tmp_path, full_size):
     from PIL import Image
 
-    model = full_size("ResNet152")
+    model = full_size.structure("ResNet152")
     png = kresnet.plot_blocks(model, tmp_path / "r152.png")
     with Image.open(png) as image:
         width, height = image.size

@@ -4,9 +4,11 @@ Ported checks (keras/src/applications/applications_test.py): variable input chan
 None height/width, custom input shapes and tensors, pooling, classifier activation, and
 serialisation, in both image data formats. Plus output shapes at several input sizes.
 
-These check shapes, names and configs, never initial values: models are built within
-``zero_initial_weights`` (the same layers, zero kernels instead of random draws), except
-the shared ``full_size`` ones and where weights are compared.
+These check shapes, names and configs, never initial values: models that are only looked
+at are built within ``structure_only`` (the same layers, their weights declared but not
+made; ``full_size.structure`` shares such models), models that run within
+``zero_initial_weights`` (zero kernels instead of random draws), except where weights are
+compared.
 """
 
 import warnings
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 import kresnet
-from tests.conftest import zero_initial_weights
+from tests.conftest import structure_only, zero_initial_weights
 
 APPS = [(kresnet.ResNet18, 512), (kresnet.ResNet34, 512), (kresnet.ResNet50, 2048),
         (kresnet.ResNet101, 2048), (kresnet.ResNet152, 2048)]
@@ -41,7 +43,7 @@ def shape(data_format, height, width, channels):
 @pytest.mark.parametrize("app,last_dim", APPS, ids=lambda a: getattr(a, "__name__", ""))
 def test_notop_variable_input_channels(app, last_dim, data_format):
     for channels in (1, 4):
-        with zero_initial_weights():
+        with structure_only():
             model = app(weights=None, include_top=False,
                         input_shape=shape(data_format, None, None, channels))
         expected = shape(data_format, None, None, last_dim)
@@ -52,13 +54,13 @@ def test_notop_variable_input_channels(app, last_dim, data_format):
 @pytest.mark.parametrize("app,last_dim", APPS[::2], ids=lambda a: getattr(a, "__name__", ""))
 def test_notop_custom_input_shape_and_tensor(app, last_dim, data_format):
     axis = 1 if data_format == "channels_first" else -1
-    with zero_initial_weights():
+    with structure_only():
         model = app(weights=None, include_top=False,
                     input_shape=shape(data_format, 123, 123, 3))
     assert model.outputs[0].shape[axis] == last_dim
     inputs = keras.Input(shape=shape(data_format, 200, 200, 4), name="custom_input")
     x = keras.layers.Conv2D(3, (2, 2), strides=(2, 2), name="custom_conv")(inputs)
-    with zero_initial_weights():
+    with structure_only():
         model = app(weights=None, include_top=False, input_tensor=x)
     assert model.outputs[0].shape[axis] == last_dim
     assert model.inputs[0].name == "custom_input"
@@ -69,18 +71,18 @@ def test_notop_custom_input_shape_and_tensor(app, last_dim, data_format):
 @pytest.mark.xdist_group("full_size")
 @pytest.mark.parametrize("app,last_dim", APPS, ids=lambda a: getattr(a, "__name__", ""))
 def test_pooling_and_classifier_activation(app, last_dim, full_size):
-    with zero_initial_weights():
+    with structure_only():
         model = app(weights=None, include_top=False, pooling="max")
     assert list(model.outputs[0].shape) == [None, last_dim]
     assert model.layers[-1].name == "max_pool"
     # The natural-size model test_analysis and test_counts read too, built once.
-    model = full_size(app.__name__, weights=None, include_top=True,
-                      classifier_activation="softmax")
+    model = full_size.structure(app.__name__, weights=None, include_top=True,
+                                classifier_activation="softmax")
     assert model.layers[-1].activation.__name__ == "softmax"
     assert model.input_shape == (None, 224, 224, 3)
     assert model.layers[-1].name == "fc1000"
     config = keras.saving.serialize_keras_object(model)
-    with zero_initial_weights():  # counted, not read
+    with structure_only():  # counted, not read
         reconstructed = keras.saving.deserialize_keras_object(config)
     assert len(reconstructed.weights) == len(model.weights)
 
@@ -88,10 +90,10 @@ def test_pooling_and_classifier_activation(app, last_dim, full_size):
 @pytest.mark.slow
 @pytest.mark.xdist_group("full_size")
 def test_defaults_follow_keras_applications(full_size):
-    model = full_size("ResNet50")
+    model = full_size.structure("ResNet50")
     assert (model.name, model.input_shape, model.output_shape) == (
         "resnet50", (None, 224, 224, 3), (None, 1000))
-    with zero_initial_weights():
+    with structure_only():
         assert kresnet.ResNet50(include_top=False).input_shape == (None, None, None, 3)
         model = kresnet.ResNet18(classes=7, classifier_activation=None, name="mine")
     assert (model.name, model.output_shape, model.layers[-1].name) == ("mine", (None, 7), "fc7")
@@ -103,7 +105,7 @@ def test_defaults_follow_keras_applications(full_size):
 @pytest.mark.parametrize("depth", [18, 50])
 def test_output_shapes(depth, size, final):
     features = 512 if depth == 18 else 2048
-    with zero_initial_weights():
+    with structure_only():
         model = kresnet.create_resnet((size, size, 3), 5, depth, include_top=False)
         assert model.output_shape == (None, final, final, features)
         assert kresnet.create_resnet((size, size, 3), 5, depth).output_shape == (None, 5)
@@ -125,7 +127,7 @@ def test_fully_convolutional_use_runs_on_several_sizes():
 
 @pytest.mark.slow
 def test_channels_first_layers_use_channel_axis_1(channels_first):
-    with zero_initial_weights():
+    with structure_only():
         model = kresnet.ResNet50(include_top=False, input_shape=(3, 64, 64))
     assert model.get_layer("bn2a_branch2a").axis == 1
     assert model.get_layer("res2a_branch2a").data_format == "channels_first"

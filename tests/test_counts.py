@@ -25,7 +25,7 @@ def trainable(model):
 @pytest.mark.xdist_group("full_size")
 @pytest.mark.parametrize("depth", sorted(KERAS_APPLICATIONS_STYLE))
 def test_parameter_counts_with_and_without_bias(depth, full_size):
-    with_bias = full_size(f"ResNet{depth}")
+    with_bias = full_size.structure(f"ResNet{depth}")
     assert with_bias.count_params() == KERAS_APPLICATIONS_STYLE[depth]
     assert with_bias.count_params() == DEPTHS[depth].params_bias
     config = kresnet.config_of(with_bias)
@@ -38,7 +38,7 @@ def test_parameter_counts_with_and_without_bias(depth, full_size):
 @pytest.mark.slow
 @pytest.mark.xdist_group("full_size")
 def test_tutorial_model_has_the_tutorial_count(full_size):
-    model = full_size("create_resnet")
+    model = full_size.structure("create_resnet")
     assert model.name == "resnet50"
     assert model.count_params() == 23_999_522
     assert [layer.name for layer in model.layers[-5:]] == [

@@ -39,7 +39,7 @@ EXPECTED_BLOCKS = {
     d if d < 101 else pytest.param(d, marks=pytest.mark.slow) for d in sorted(EXPECTED_BLOCKS)])
 def model(request, full_size):
     # Read only; shared with the stride tests below (tests/conftest.py, built once).
-    return full_size("create_resnet", (64, 64, 3), 10, request.param, **SHAPE_ONLY)
+    return full_size.structure("create_resnet", (64, 64, 3), 10, request.param)
 
 
 def test_block_names_follow_the_caffe_models(model):
@@ -86,7 +86,7 @@ def test_caffe_landmarks():
 
 
 def test_stride_sits_on_the_first_1x1_of_a_bottleneck(full_size):
-    model = full_size("create_resnet", (64, 64, 3), 10, 50, **SHAPE_ONLY)
+    model = full_size.structure("create_resnet", (64, 64, 3), 10, 50)
     assert model.get_layer("res3a_branch2a").strides == (2, 2)
     assert model.get_layer("res3a_branch2a").kernel_size == (1, 1)
     assert model.get_layer("res3a_branch2b").strides == (1, 1)
@@ -95,7 +95,7 @@ def test_stride_sits_on_the_first_1x1_of_a_bottleneck(full_size):
 
 
 def test_basic_block_strides_its_first_3x3_with_explicit_padding(full_size):
-    model = full_size("create_resnet", (64, 64, 3), 10, 18, **SHAPE_ONLY)
+    model = full_size.structure("create_resnet", (64, 64, 3), 10, 18)
     conv = model.get_layer("res3a_branch2a")
     assert (conv.kernel_size, conv.strides, conv.padding) == ((3, 3), (2, 2), "valid")
     assert model.get_layer("res3a_branch2a_pad").padding == ((1, 1), (1, 1))
