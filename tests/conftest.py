@@ -14,10 +14,12 @@ import sys
 import tempfile
 import time
 
+from kresnet.training.startup import prefer_onednn  # imports no TensorFlow
+
 # Before Keras imports TensorFlow: its oneDNN kernels, as scripts/setup-env.sh and
-# kresnet's programs ask for them (kresnet.training.startup.prefer_onednn). Without them an
-# AVX2 CPU cannot run the channels_first tests' convolutions, and trains half as fast.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# kresnet's programs ask for them. Without them an AVX2 CPU cannot run the channels_first
+# tests' convolutions, and trains half as fast.
+prefer_onednn()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -244,8 +246,8 @@ def full_size():
     its weights takes ``full_size.fresh(...)``: the model with the weights it was built with
     put back, as a new build would have them. A test that reads only the structure (names,
     shapes, counts, settings) takes ``full_size.structure(...)``: the model built within
-    ``structure_only``, its weights declared, not made. Tests that share models share an xdist group
-    (``full_size``, or their file's), so that one worker builds each model once."""
+    ``structure_only``, its weights declared, not made. Tests that share models share an
+    xdist group (``full_size``, or their file's), so that one worker builds each model once."""
     import kresnet  # noqa: PLC0415
 
     def get(function, *args, _structure=False, **options):
