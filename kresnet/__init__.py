@@ -41,6 +41,7 @@ _PUBLIC = {
     "plan": "kresnet.config",
     "plot_blocks": "kresnet.plotting",
     "plot_model": "kresnet.plotting",
+    "preprocess_input": "kresnet.preprocessing",
     "save": "kresnet.files",
     "to_keras_applications": "kresnet.applications",
     "transfer_weights": "kresnet.weights",

@@ -130,6 +130,8 @@ def namespace(tmp_path_factory):
         "save": dict(model=tiny, path=str(folder / "again.keras")),
         "load": dict(path=saved),
         "inspect": dict(path=saved),
+        "preprocess_input": dict(x=np.zeros((1, 4, 4, 3), "float32"),
+                                 data_format="channels_last"),
     }
     for depth in (18, 34, 50, 101, 152):
         base[f"ResNet{depth}"] = dict(input_shape=(32, 32, 3), **small)
