@@ -34,6 +34,7 @@ _PUBLIC = {
     "feature_maps": "kresnet.features",
     "fold_batchnorm": "kresnet.folding",
     "from_keras_applications": "kresnet.applications",
+    "from_torch": "kresnet.pytorch",
     "identity_block": "kresnet.blocks",
     "inspect": "kresnet.safety",
     "load": "kresnet.files",
@@ -44,6 +45,7 @@ _PUBLIC = {
     "preprocess_input": "kresnet.preprocessing",
     "save": "kresnet.files",
     "to_keras_applications": "kresnet.applications",
+    "to_torch": "kresnet.pytorch",
     "transfer_weights": "kresnet.weights",
 }
 

@@ -304,6 +304,50 @@ def keras_applications_names(labels, prefix=""):
     return mapping
 
 
+#: torchvision's and timm's module of each stem layer: the classic stem's one conv, and the
+#: deep stem's nn.Sequential (conv, bn, relu, conv, bn, relu, conv) whose BN after the last
+#: conv is the model's ``bn1``.
+_TORCH_STEM = {"": ("conv1", "bn1"), "a": ("conv1.0", "conv1.1"), "b": ("conv1.3", "conv1.4"),
+               "c": ("conv1.6", "bn1")}
+_TORCH_BRANCH = {"2a": "1", "2b": "2", "2c": "3"}
+
+
+def torch_names(labels, deep_stem=False, avg_shortcut=False, classes=None, prefix=""):
+    """Map kresnet layer names to the module names of torchvision's and timm's ResNets
+    (``layer3.5.conv2``), whose state_dict keys add ``.weight``, ``.bias``,
+    ``.running_mean`` and ``.running_var``.
+
+    ``labels``: the block labels of each stage, from stage 2 on (torch's ``layer1``); blocks
+    count from 0 there. The shortcut's conv and BN are ``downsample.0`` and ``.1``, or
+    ``.1`` and ``.2`` behind timm's average pooling (``avg_shortcut``); squeeze-and-excitation
+    is timm's ``se.fc1`` and ``se.fc2``; the ``classes``-way classifier is ``fc``.
+
+    >>> names = torch_names([["a", "b"]], deep_stem=True, classes=1000)
+    >>> names["bn_conv1c"], names["res2b_branch2c"], names["bn2a_branch1"], names["fc1000"]
+    ('bn1', 'layer1.1.conv3', 'layer1.0.downsample.1', 'fc')
+    """
+    stem = StemNames(prefix)
+    mapping = {}
+    for part in ("a", "b", "c") if deep_stem else ("",):
+        conv, bn = _TORCH_STEM[part]
+        mapping[stem.conv(part)], mapping[stem.bn(part)] = conv, bn
+    shortcut = ("downsample.1", "downsample.2") if avg_shortcut else ("downsample.0",
+                                                                        "downsample.1")
+    for stage, stage_block_labels in enumerate(labels, start=2):
+        for index, label in enumerate(stage_block_labels):
+            ours, theirs = BlockNames(stage, label, prefix), f"layer{stage - 1}.{index}"
+            for branch, number in _TORCH_BRANCH.items():
+                mapping[ours.conv(branch)] = f"{theirs}.conv{number}"
+                mapping[ours.bn(branch)] = f"{theirs}.bn{number}"
+            mapping[ours.conv("1")] = f"{theirs}.{shortcut[0]}"
+            mapping[ours.bn("1")] = f"{theirs}.{shortcut[1]}"
+            mapping[ours.se("squeeze")] = f"{theirs}.se.fc1"
+            mapping[ours.se("excite")] = f"{theirs}.se.fc2"
+    if classes is not None:
+        mapping[HeadNames(prefix).fc(classes)] = "fc"
+    return mapping
+
+
 @dataclass(frozen=True)
 class Name:
     """What :func:`parse` reads from a layer name.

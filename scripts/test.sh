@@ -19,6 +19,10 @@ for arg in "$@"; do
     fi
 done
 source "$(dirname "$0")/setup-env.sh"
+if [ "$QUICK" = 0 ]; then
+    # torchvision and timm in a venv of their own, for the reference tests of from_torch.
+    source scripts/setup-torch-reference.sh
+fi
 if [ "$QUICK" = 1 ]; then
     ARGS=(-m "not slow" ${ARGS[@]+"${ARGS[@]}"})
 fi

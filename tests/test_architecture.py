@@ -197,7 +197,7 @@ def reference_of_prefixed(models):
 
 TAKE_A_MODEL = {"count_macs", "describe", "feature_maps", "fold_batchnorm", "config_of",
                 "to_keras_applications", "transfer_weights", "load_weights", "plot_model",
-                "plot_blocks", "export", "save"}
+                "plot_blocks", "export", "save", "to_torch"}
 
 
 def test_every_public_function_that_takes_a_model_is_covered_here():
@@ -205,8 +205,28 @@ def test_every_public_function_that_takes_a_model_is_covered_here():
              not isinstance(getattr(kresnet, name), type) and
              next(iter(inspect.signature(getattr(kresnet, name)).parameters), None) in
              ("model", "source")}
-    # from_keras_applications takes a keras.applications model, not a kresnet one.
-    assert takes - {"from_keras_applications"} == TAKE_A_MODEL
+    # from_keras_applications takes a keras.applications model, not a kresnet one, and
+    # from_torch a torch state_dict (its `source`).
+    assert takes - {"from_keras_applications", "from_torch"} == TAKE_A_MODEL
+
+
+def test_to_torch_converts_one_resnet_of_two_by_prefix():
+    image = keras.Input((32, 32, 3), name="image")
+    halves = [kresnet.build("resnet18", input_tensor=image, include_top=False, pooling="avg",
+                            widths=(8, 16, 32, 64), name_prefix=prefix, use_bias=False,
+                            bn_epsilon=1e-5) for prefix in ("a_", "b_")]
+    two = keras.Model(image, keras.layers.Concatenate(name="join")(
+        [half.output for half in halves]), name="two")
+    with pytest.raises(ValueError, match="holds 2 ResNets"):
+        kresnet.to_torch(two)
+    state = kresnet.to_torch(two, prefix="b_")
+    np.testing.assert_array_equal(
+        state["layer4.1.conv2.weight"],
+        two.get_layer("b_res5b_branch2b").get_weights()[0].transpose(3, 2, 0, 1))
+    assert not any(key.startswith("fc") for key in state)
+    assert kresnet.to_torch(kresnet.build("resnet18", input_shape=(32, 32, 3), classes=3,
+                                          widths=(8, 16, 32, 64), name_prefix="x_",
+                                          use_bias=False))["fc.weight"].shape == (3, 64)
 
 
 def test_counts_tables_and_blocks(models):

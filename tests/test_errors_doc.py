@@ -130,6 +130,11 @@ def namespace(tmp_path_factory):
         "save": dict(model=tiny, path=str(folder / "again.keras")),
         "load": dict(path=saved),
         "inspect": dict(path=saved),
+        "from_torch": dict(source=kresnet.to_torch(kresnet.build(
+            "resnet18", input_shape=(32, 32, 3), classes=3, widths=(8, 16, 32, 64),
+            **kresnet.pytorch.TORCH_OPTIONS)), arch="resnet18", input_shape=(32, 32, 3),
+            widths=(8, 16, 32, 64)),
+        "to_torch": dict(model=tiny),
         "preprocess_input": dict(x=np.zeros((1, 4, 4, 3), "float32"),
                                  data_format="channels_last"),
     }

@@ -1,0 +1,96 @@
+"""The torch side of tests/test_pytorch.py: torchvision's and timm's own ResNets, run in
+the venv that has them (scripts/setup-torch-reference.sh makes .venv-torch), never kresnet.
+
+Usage:
+    python scripts/torch_reference.py make OUT SPEC.json
+    python scripts/torch_reference.py back OUT SPEC.json
+
+SPEC.json: {"archs": {ARCH: {"library": "torchvision" or "timm", "sizes": [[H, W], ...],
+"format": "pth" or "safetensors"}}}. ``make`` builds each model (no pretrained weights),
+gives its batch norms random statistics, scales and shifts (seed 0), saves its state_dict to
+OUT/ARCH.pth (``torch.save``) or OUT/ARCH.safetensors (as timm publishes weights), and for
+each size writes the input OUT/ARCH.HxW.x.npy (NHWC), the eval-mode logits
+OUT/ARCH.HxW.logits.npy and, for timm, ``forward_features`` OUT/ARCH.HxW.features.npy (NHWC).
+``back`` loads OUT/ARCH.back.npz (kresnet.to_torch's arrays) into a new model of the same
+architecture with ``strict=True`` and writes its logits on the same inputs,
+OUT/ARCH.HxW.back.npy.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+
+def make_model(arch, library):
+    if library == "torchvision":
+        import torchvision  # noqa: PLC0415
+
+        return getattr(torchvision.models, arch)(weights=None).eval()
+    import timm  # noqa: PLC0415
+
+    return timm.create_model(arch, pretrained=False).eval()
+
+
+def randomise(model, seed=0):
+    """Random BN statistics, scales and shifts: with fresh ones every BN is near the identity
+    (and timm zeroes the last BN of each block). Scales below 1 keep a deep random net out
+    of the chaotic regime, where float32 rounding alone grows block by block (with scales
+    around 1, kresnet's and timm's seresnet101 drifted apart by a factor of about two a
+    block through its 23-block stage 4, and ended 5% apart)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.3)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+
+
+def run(model, out, arch, size, suffix, features):
+    height, width = size
+    stem = os.path.join(out, f"{arch}.{height}x{width}")
+    x = np.load(f"{stem}.x.npy") if os.path.exists(f"{stem}.x.npy") else None
+    if x is None:
+        x = np.random.default_rng(height * 1000 + width).uniform(
+            -1, 1, (2, height, width, 3)).astype("float32")
+        np.save(f"{stem}.x.npy", x)
+    inputs = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    with torch.no_grad():
+        np.save(f"{stem}.{suffix}.npy", model(inputs).numpy())
+        if features:
+            np.save(f"{stem}.features.npy",
+                    model.forward_features(inputs).numpy().transpose(0, 2, 3, 1))
+
+
+def main(command, out, spec_path):
+    with open(spec_path, encoding="utf-8") as file:
+        spec = json.load(file)
+    torch.manual_seed(0)
+    for arch, entry in spec["archs"].items():
+        model = make_model(arch, entry["library"])
+        if command == "make":
+            randomise(model)
+            state = model.state_dict()
+            if entry["format"] == "safetensors":
+                from safetensors.torch import save_file  # noqa: PLC0415
+
+                save_file({k: v.contiguous() for k, v in state.items()},
+                          os.path.join(out, f"{arch}.safetensors"))
+            else:
+                torch.save(state, os.path.join(out, f"{arch}.pth"))
+        else:
+            arrays = np.load(os.path.join(out, f"{arch}.back.npz"))
+            model.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files},
+                                  strict=True)
+        for size in entry["sizes"]:
+            run(model, out, arch, size, "logits" if command == "make" else "back",
+                features=command == "make" and entry["library"] == "timm")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,188 @@
+"""from_torch and to_torch: torchvision's and timm's own models on the same weights and
+inputs (in .venv-torch, through scripts/torch_reference.py), round trips, and the errors."""
+
+import json
+import os
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+import kresnet
+from kresnet import pytorch
+from tests.conftest import ROOT
+
+REFERENCE = os.path.join(ROOT, "scripts", "torch_reference.py")
+TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+               "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
+TIMM = ["resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d", "resnet200d",
+        "seresnet50", "seresnet101", "seresnext50_32x4d", "resnext50d_32x4d"]
+#: Every architecture at a small non-square size; these three at 224x224 and 160x192 too.
+LARGE = {"resnet50", "resnet50d", "seresnext50_32x4d"}
+SMALL = (64, 96)
+#: Converted without the head as well (from_torch(include_top=False)).
+HEADLESS = {"resnet50d", "seresnext50_32x4d"}
+
+
+def relative(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+
+
+def test_every_architecture_is_a_preset_with_torch_settings():
+    assert set(pytorch.ARCHITECTURES) == set(TORCHVISION) | set(TIMM)
+    for arch in pytorch.ARCHITECTURES:
+        config = pytorch._config(arch, {})
+        assert config.bn_epsilon == 1e-5 and not config.use_bias, arch
+        assert config.plan.block_type == "basic" or config.stride_on == "3x3", arch
+
+
+@pytest.mark.parametrize("preset,options", [
+    ("resnet18", {}), ("resnet50d", {}), ("seresnet50", {"stride_on": "3x3"}),
+    ("resnext50_32x4d", {"stem": "deep", "shortcut": "avg"})])
+def test_to_torch_and_back_is_the_same_model(preset, options):
+    keras.utils.set_random_seed(0)
+    ours = kresnet.build(preset, input_shape=(64, 64, 3), classes=6, widths=(16, 32, 64, 128),
+                         classifier_activation=None, **pytorch.TORCH_OPTIONS, **options)
+    state = kresnet.to_torch(ours)
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert state["bn1.num_batches_tracked"].dtype == np.int64
+    arch = {"resnet18": "resnet18", "resnet50d": "resnet50d", "seresnet50": "seresnet50",
+            "resnext50_32x4d": "resnext50d_32x4d"}[preset]
+    back = kresnet.from_torch(state, arch=arch, input_shape=(64, 64, 3),
+                              widths=(16, 32, 64, 128))
+    assert [layer.name for layer in back.layers] == [layer.name for layer in ours.layers]
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(back(x)), np.asarray(ours(x)))
+
+
+def test_a_prefixed_model_converts_under_torch_keys(tmp_path):
+    ours = kresnet.build("resnet18", input_shape=(32, 32, 3), classes=3, name_prefix="x_",
+                         widths=(8, 16, 32, 64), **pytorch.TORCH_OPTIONS)
+    state = kresnet.to_torch(ours)
+    assert "conv1.weight" in state and not any(k.startswith("x_") for k in state)
+    back = kresnet.from_torch(state, input_shape=(32, 32, 3), name_prefix="y_",
+                              widths=(8, 16, 32, 64))
+    assert back.get_layer("y_res5b_branch2b").get_weights()[0].shape == (3, 3, 64, 64)
+
+
+def small_state():
+    model = kresnet.build("resnet18", input_shape=(32, 32, 3), classes=3,
+                          widths=(8, 16, 32, 64), **pytorch.TORCH_OPTIONS)
+    return kresnet.to_torch(model)
+
+
+@pytest.mark.parametrize("change,error,message", [
+    (lambda s: s.pop("layer2.0.bn1.running_var"), ValueError,
+     "`source` has no 'layer2.0.bn1.running_var': resnet18 needs it with shape (16,)"),
+    (lambda s: s.update({"layer1.0.conv1.weight": np.zeros((8, 8, 1, 1), "float32")}),
+     ValueError, "`source`'s 'layer1.0.conv1.weight' has shape (8, 8, 1, 1); resnet18 needs "
+     "(8, 64, 3, 3) (layer 'res2a_branch2a')"),
+    (lambda s: s.update({"extra.weight": np.zeros(2)}), ValueError,
+     "1 key(s) that resnet18 does not use, the first 'extra.weight' with shape (2,)"),
+])
+def test_a_state_dict_that_does_not_fit_names_the_key_and_both_shapes(change, error,
+                                                                       message):
+    state = small_state()
+    change(state)
+    with pytest.raises(error) as raised:
+        kresnet.from_torch(state, arch="resnet18", input_shape=(32, 32, 3),
+                           widths=(8, 16, 32, 64))
+    assert message in str(raised.value)
+
+
+def test_bad_sources_and_architectures_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="`source` must be a state_dict"):
+        kresnet.from_torch(42)
+    with pytest.raises(ValueError, match="no file at"):
+        kresnet.from_torch(str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="`arch` must be one of 'resnet18', 'resnet34'"):
+        kresnet.from_torch(small_state(), arch="resnet51")
+    narrow = kresnet.to_torch(kresnet.build(
+        "resnet50_v1_5", input_shape=(32, 32, 3), classes=3, widths=(8, 16, 32, 64),
+        **pytorch.TORCH_OPTIONS))
+    with pytest.raises(ValueError, match="matches none of the architectures"):
+        kresnet.from_torch(narrow)  # 8 channels in the first 3x3: no torch ResNet-50
+    with pytest.raises(ValueError, match="is not a torchvision or timm ResNet"):
+        kresnet.from_torch({"fc.weight": np.zeros((2, 3))})
+
+
+def test_to_torch_refuses_what_torch_cannot_express():
+    for options, what in (({"preact": True, "stride_block": "last"}, "pre-activation"),
+                          ({"use_bias": True}, "convolutions with bias"),
+                          ({}, "stride on the first 1x1 conv")):
+        model = kresnet.build("resnet50", input_shape=(32, 32, 3), classes=2,
+                              widths=(8, 16, 32, 64), **{"use_bias": False, **options})
+        with pytest.raises(ValueError, match=what):
+            kresnet.to_torch(model)
+    with pytest.raises(TypeError, match="`model` must be a keras.Model"):
+        kresnet.to_torch("resnet50")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The torch side's files: weights, inputs and logits of every architecture."""
+    python = os.environ.get("KRESNET_TORCH_PYTHON")
+    if not python:
+        message = ("torchvision and timm are not set up: bash scripts/test.sh makes "
+                   ".venv-torch (scripts/setup-torch-reference.sh) and sets "
+                   "KRESNET_TORCH_PYTHON")
+        if os.environ.get("KRESNET_REQUIRE_EXTRAS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    out = tmp_path_factory.mktemp("torch_reference")
+    spec = {"archs": {arch: {"library": "torchvision" if arch in TORCHVISION else "timm",
+                             "format": "pth" if arch in TORCHVISION else "safetensors",
+                             "sizes": [list(SMALL)] + ([[224, 224], [160, 192]]
+                                                       if arch in LARGE else [])}
+                      for arch in TORCHVISION + TIMM}}
+    path = out / "spec.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+
+    def run(command):
+        result = subprocess.run([python, REFERENCE, command, str(out), str(path)],
+                                capture_output=True, text=True, timeout=1200,
+                                env={**os.environ, "OMP_NUM_THREADS": "2"})
+        assert result.returncode == 0, result.stderr[-4000:]
+
+    run("make")
+    return out, spec, run
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("test_pytorch")
+def test_every_architecture_equals_torchvisions_and_timms_own(reference):
+    """Each file converted with its architecture detected gives the torch model's logits
+    (and timm's forward_features) within 1e-5 relative, at every size; to_torch's arrays
+    load into a new torch model with strict=True and give the same logits again."""
+    out, spec, run = reference
+    errors = {}
+    for arch, entry in spec["archs"].items():
+        source = out / f"{arch}.{entry['format']}"
+        for size in entry["sizes"]:
+            model = kresnet.from_torch(source, input_shape=(*size, 3))
+            assert model.output_shape[-1] == 1000, arch
+            stem = out / f"{arch}.{size[0]}x{size[1]}"
+            x = np.load(f"{stem}.x.npy")
+            errors[arch, tuple(size)] = relative(model(x), np.load(f"{stem}.logits.npy"))
+            if entry["library"] == "timm":
+                last = kresnet.feature_maps(model)["C5"]
+                features = keras.Model(model.input, last)(x)
+                errors[arch, tuple(size), "features"] = relative(
+                    features, np.load(f"{stem}.features.npy"))
+            if arch in HEADLESS and size == entry["sizes"][0]:
+                headless = kresnet.from_torch(source, arch=arch, include_top=False,
+                                              input_shape=(*size, 3))
+                errors[arch, "include_top=False"] = relative(
+                    headless(x), np.load(f"{stem}.features.npy"))
+        np.savez(out / f"{arch}.back.npz", **kresnet.to_torch(model))
+        keras.backend.clear_session()
+    bad = {key: error for key, error in errors.items() if not error <= 1e-5}
+    assert bad == {}, bad
+    run("back")
+    for arch, entry in spec["archs"].items():
+        for size in entry["sizes"]:
+            stem = out / f"{arch}.{size[0]}x{size[1]}"
+            np.testing.assert_allclose(np.load(f"{stem}.back.npy"),
+                                       np.load(f"{stem}.logits.npy"), rtol=0, atol=1e-6,
+                                       err_msg=arch)
