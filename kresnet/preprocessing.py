@@ -27,7 +27,7 @@ TORCH_STD = (0.229, 0.224, 0.225)
 
 
 def _checked(x, data_format, mode):
-    """(data_format, channel axis) after the checks, before any arithmetic."""
+    """The channel axis, after the checks, before any arithmetic."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError("`x` must be a NumPy array, a nested list of numbers or a tensor. "
                         f"Received: x of type {type(x).__name__}")
@@ -44,7 +44,7 @@ def _checked(x, data_format, mode):
         raise ValueError(f"`x` must have 3 (RGB) channels on axis {axis} for "
                          f"data_format={data_format!r}. Received: x with shape "
                          f"{validation.shape_text(shape)}")
-    return data_format, axis
+    return axis
 
 
 def _per_channel(values, ndim, axis, dtype):
@@ -77,7 +77,7 @@ def preprocess_input(x, data_format: Optional[str] = None, mode: str = "caffe"):
     """
     if isinstance(x, (list, tuple)):
         x = np.asarray(x)
-    data_format, axis = _checked(x, data_format, mode)
+    axis = _checked(x, data_format, mode)
     if isinstance(x, np.ndarray):
         # keras.applications' order of operations, on a copy, so that the values are its
         # own to the last bit.

@@ -131,31 +131,20 @@ def detect(state: Mapping) -> str:
         f"projection shortcuts, {'SE, ' if found[4] else ''}{groups} group(s)")
 
 
-def _torch_arrays(layer):
-    """The layer's weights under torch's parameter names and in torch's layouts."""
-    values = [keras.ops.convert_to_numpy(w) for w in layer.weights]
+def _layout(layer):
+    """(torch parameter name, the permutation of the Keras weight's axes that gives torch's
+    layout, or None) for each weight of ``layer``, in Keras' weight order: HWIO kernels are
+    OIHW in torch, Dense kernels transposed."""
     if isinstance(layer, keras.layers.BatchNormalization):
-        return dict(zip(_BN, values))
+        return [(name, None) for name in _BN]
     if isinstance(layer, keras.layers.Conv2D):
-        arrays = {"weight": np.transpose(values[0], (3, 2, 0, 1))}
+        kernel = (3, 2, 0, 1)
     elif isinstance(layer, keras.layers.Dense):
-        arrays = {"weight": values[0].T}
+        kernel = (1, 0)
     else:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no PyTorch "
                          "counterpart")
-    if len(values) > 1:
-        arrays["bias"] = values[1]
-    return arrays
-
-
-def _keras_arrays(layer, arrays):
-    """``arrays`` (torch's names and layouts) in the layer's weight order and layouts."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return [arrays[name] for name in _BN]
-    kernel = arrays["weight"]
-    kernel = (np.transpose(kernel, (2, 3, 1, 0)) if isinstance(layer, keras.layers.Conv2D)
-              else kernel.T)
-    return [kernel] + ([arrays["bias"]] if "bias" in arrays else [])
+    return [("weight", kernel), ("bias", None)][:len(layer.weights)]
 
 
 def _module_names(model, config, prefix=""):
@@ -215,20 +204,20 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
     for layer in model.layers:
         if layer.name not in names:
             continue
-        module = names[layer.name]
-        expected = _torch_arrays(layer)
-        arrays = {}
-        for parameter, array in expected.items():
-            key = f"{module}.{parameter}"
+        values[layer.name] = []
+        for weight, (parameter, axes) in zip(layer.weights, _layout(layer)):
+            key = f"{names[layer.name]}.{parameter}"
+            shape = tuple(weight.shape) if axes is None else tuple(weight.shape[i] for i in axes)
             if key not in state:
                 raise ValueError(f"`source` has no {key!r}: {arch} needs it with shape "
-                                 f"{tuple(array.shape)} (layer {layer.name!r})")
-            if tuple(np.shape(state[key])) != tuple(array.shape):
+                                 f"{shape} (layer {layer.name!r})")
+            if tuple(np.shape(state[key])) != shape:
                 raise ValueError(f"`source`'s {key!r} has shape {tuple(np.shape(state[key]))}"
-                                 f"; {arch} needs {tuple(array.shape)} (layer {layer.name!r})")
-            arrays[parameter] = np.asarray(state[key], dtype=array.dtype)
+                                 f"; {arch} needs {shape} (layer {layer.name!r})")
+            array = np.asarray(state[key], dtype=weight.dtype)
+            values[layer.name].append(array if axes is None
+                                      else np.transpose(array, np.argsort(axes)))
             used.add(key)
-        values[layer.name] = _keras_arrays(layer, arrays)
     unused = [key for key in state if key not in used
               and not (not include_top and key.split(".")[0] == "fc")]
     if unused:
@@ -272,8 +261,10 @@ def to_torch(model: keras.Model, *, prefix: Optional[str] = None) -> Dict[str, n
     state = {}
     for layer in model.layers:
         if layer.name in names:
-            for parameter, array in _torch_arrays(layer).items():
-                state[f"{names[layer.name]}.{parameter}"] = np.ascontiguousarray(array)
+            for weight, (parameter, axes) in zip(layer.weights, _layout(layer)):
+                array = keras.ops.convert_to_numpy(weight)
+                state[f"{names[layer.name]}.{parameter}"] = np.ascontiguousarray(
+                    array if axes is None else np.transpose(array, axes))
             if isinstance(layer, keras.layers.BatchNormalization):
                 state[f"{names[layer.name]}.num_batches_tracked"] = np.array(0, np.int64)
     return state
