@@ -6,12 +6,12 @@ keras.applications names a layer ``conv4_block23_3_conv`` where kresnet names it
 :mod:`kresnet.weights` moves the weights by it.
 """
 
-import dataclasses
 from typing import Optional
 
 import keras
 
 from kresnet import inspection, naming, validation
+from kresnet.builder import build_undrawn
 from kresnet.config import ResNetConfig
 from kresnet.depths import DEPTHS
 from kresnet.models import applications_config, make
@@ -97,15 +97,8 @@ def _kresnet_twin(depth, preact, **arguments):
 
 
 def _undrawn_twin(depth, preact, **arguments):
-    """``_kresnet_twin``, for weights that replace all of its own: built with zero kernels
-    (the he_normal draws are about half the time of building it), then each conv gets its
-    initializer back, so that the model is configured as ``_kresnet_twin``'s."""
-    config = _twin_config(depth, preact, **arguments)
-    twin = make(dataclasses.replace(config, kernel_initializer="zeros"))
-    for layer in twin.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            layer.kernel_initializer = keras.initializers.get(config.kernel_initializer)
-    return twin
+    """``_kresnet_twin``, for weights that replace all of its own (builder.build_undrawn)."""
+    return build_undrawn(_twin_config(depth, preact, **arguments))
 
 
 def from_keras_applications(model: keras.Model) -> keras.Model:

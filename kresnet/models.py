@@ -138,6 +138,21 @@ def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[in
     >>> kresnet.build(kresnet.config_of(model)).count_params() == model.count_params()
     True
     """
+    config = build_config(name, input_shape=input_shape, classes=classes,
+                          include_top=include_top, input_tensor=input_tensor, pooling=pooling,
+                          classifier_activation=classifier_activation, **options)
+    return make(config, input_tensor, validation.weights(weights))
+
+
+def build_config(name, input_shape=None, classes=None, include_top=True, input_tensor=None,
+                 pooling=None, classifier_activation="softmax", **options) -> ResNetConfig:
+    """The checked configuration that :func:`build` builds for the same arguments
+    (``weights`` aside), without building it.
+
+    >>> config = build_config("resnet50d", input_shape=(64, 64, 3), classes=7)
+    >>> config.model_name, config.stem, config.classes
+    ('resnet50d', 'deep', 7)
+    """
     if isinstance(name, ResNetConfig):
         base, natural, where, model_name = name, None, "build(config)", None
         if pooling is None:
@@ -154,10 +169,8 @@ def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[in
         preset = PRESETS[name]
         base, natural, where = preset.config, preset.input_size, f"build({name!r})"
         model_name = validation.name_prefix(options.get("name_prefix", "")) + name
-    weights = validation.weights(weights)
-    config = applications_config(base, include_top=include_top, input_tensor=input_tensor,
-                                 input_shape=input_shape, pooling=pooling, classes=classes,
-                                 classifier_activation=classifier_activation,
-                                 name=model_name, options=options, where=where,
-                                 natural=natural)
-    return make(config, input_tensor, weights)
+    return applications_config(base, include_top=include_top, input_tensor=input_tensor,
+                               input_shape=input_shape, pooling=pooling, classes=classes,
+                               classifier_activation=classifier_activation,
+                               name=model_name, options=options, where=where,
+                               natural=natural)
