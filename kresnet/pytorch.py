@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from kresnet import inspection, naming, safety, validation
-from kresnet.models import build
+from kresnet.builder import build_undrawn
+from kresnet.models import build_config
 from kresnet.presets import PRESETS
 
 #: What every torchvision and timm ResNet shares: PyTorch's BatchNorm2d epsilon, convs
@@ -164,6 +165,26 @@ def _module_names(model, config, prefix=""):
     return names
 
 
+def _adapt_input_channels(kernel, channels, key):
+    """The first conv's OIHW ``kernel``, trained on RGB, for ``channels`` input channels,
+    as timm adapts it (``in_chans``): one channel takes the sum over R, G and B (a grey
+    image then gives what the RGB image of equal channels gave); more repeat R, G, B in turn
+    and scale by 3 / ``channels``, so that the mean response stays. A kernel that already
+    has ``channels`` is returned as it is."""
+    given = np.shape(kernel)[1]
+    if given == channels:
+        return kernel
+    if given != 3:
+        raise ValueError(f"`source`'s {key!r} takes {given} input channels and the model "
+                         f"{channels}: only RGB (3-channel) weights are adapted to other "
+                         "channel counts")
+    kernel = np.asarray(kernel, dtype="float32")
+    if channels == 1:
+        return kernel.sum(axis=1, keepdims=True)
+    repeats = -(-channels // 3)
+    return np.tile(kernel, (1, repeats, 1, 1))[:, :channels] * (3 / channels)
+
+
 def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
     """A kresnet model holding the weights of a torchvision or timm ResNet.
 
@@ -175,7 +196,10 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
     (``input_shape``, ``include_top``, ``pooling``, ``name_prefix``, ...). The model gives
     what the torch model gives in eval mode: logits, unless ``classifier_activation`` says
     otherwise; the classes follow ``fc``. Every key is used: a missing, extra or
-    differently shaped key raises ``ValueError`` naming it and both shapes.
+    differently shaped key raises ``ValueError`` naming it and both shapes. An
+    ``input_shape`` of 1, 2, 4 or more channels adapts RGB weights' first conv as timm
+    does (``in_chans``): summed over R, G, B for one channel, else repeated and scaled by
+    3 / channels.
 
     >>> import kresnet, numpy as np
     >>> ours = kresnet.build("resnet18", input_shape=(64, 64, 3), classes=10, **TORCH_OPTIONS)
@@ -185,7 +209,12 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
     >>> model = kresnet.from_torch(state, input_shape=(64, 64, 3))
     >>> model.name, model.output_shape, model.get_layer("res2a_branch2a").name
     ('resnet18', (None, 10), 'res2a_branch2a')
+    >>> tuple(kresnet.from_torch(state, input_shape=(64, 64, 1)).get_layer("conv1").kernel.shape)
+    (7, 7, 1, 64)
     """
+    if "weights" in options:
+        raise ValueError("from_torch takes its weights from `source`; it has no `weights` "
+                         f"option. Received: weights={options['weights']!r}")
     state = _arrays(source)
     if arch is None:
         arch = detect(state)
@@ -196,9 +225,12 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
     if include_top and "fc.weight" in state and "classes" not in options:
         options["classes"] = int(np.shape(state["fc.weight"])[0])
     options.setdefault("classifier_activation", None)
-    model = build(preset, **TORCH_OPTIONS, **extra, **options)
-    config = inspection.config_of(model)
+    config = build_config(preset, **TORCH_OPTIONS, **extra, **options)
+    # Every weight is set below (a missing key is an error): no random draws to overwrite.
+    model = build_undrawn(config, options.get("input_tensor"))
     names = _module_names(model, config, config.name_prefix)
+    first = next(layer.name for layer in model.layers
+                 if isinstance(layer, keras.layers.Conv2D) and layer.name in names)
     used = set()
     values = {}
     for layer in model.layers:
@@ -211,6 +243,8 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
             if key not in state:
                 raise ValueError(f"`source` has no {key!r}: {arch} needs it with shape "
                                  f"{shape} (layer {layer.name!r})")
+            if layer.name == first and parameter == "weight":
+                state[key] = _adapt_input_channels(state[key], shape[1], key)
             if tuple(np.shape(state[key])) != shape:
                 raise ValueError(f"`source`'s {key!r} has shape {tuple(np.shape(state[key]))}"
                                  f"; {arch} needs {shape} (layer {layer.name!r})")

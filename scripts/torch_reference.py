@@ -6,11 +6,16 @@ Usage:
     python scripts/torch_reference.py back OUT SPEC.json
 
 SPEC.json: {"archs": {ARCH: {"library": "torchvision" or "timm", "sizes": [[H, W], ...],
-"format": "pth" or "safetensors"}}}. ``make`` builds each model (no pretrained weights),
+"format": "pth" or "safetensors", "channels": [C, ...] (timm only, optional)}}}.
+``make`` builds each model (no pretrained weights),
 gives its batch norms random statistics, scales and shifts (seed 0), saves its state_dict to
 OUT/ARCH.pth (``torch.save``) or OUT/ARCH.safetensors (as timm publishes weights), and for
 each size writes the input OUT/ARCH.HxW.x.npy (NHWC), the eval-mode logits
 OUT/ARCH.HxW.logits.npy and, for timm, ``forward_features`` OUT/ARCH.HxW.features.npy (NHWC).
+For each C of ``channels``, timm's model with ``in_chans=C`` takes the saved weights, its
+first conv adapted by timm's own ``adapt_input_conv`` (as timm loads pretrained weights for
+other channel counts), and writes its logits on a C-channel input at the first size:
+OUT/ARCH.cC.x.npy and OUT/ARCH.cC.logits.npy.
 ``back`` loads OUT/ARCH.back.npz (kresnet.to_torch's arrays) into a new model of the same
 architecture with ``strict=True`` and writes its logits on the same inputs,
 OUT/ARCH.HxW.back.npy.
@@ -90,6 +95,25 @@ def main(command, out, spec_path):
         for size in entry["sizes"]:
             run(model, out, arch, size, "logits" if command == "make" else "back",
                 features=command == "make" and entry["library"] == "timm")
+        if command == "make":
+            for channels in entry.get("channels", []):
+                adapted(arch, state, channels, entry["sizes"][0], out)
+
+
+def adapted(arch, state, channels, size, out):
+    """timm's ``arch`` with ``in_chans=channels`` on ``state``'s RGB weights."""
+    import timm  # noqa: PLC0415
+    from timm.models import adapt_input_conv  # noqa: PLC0415
+
+    model = timm.create_model(arch, pretrained=False, in_chans=channels).eval()
+    key = model.pretrained_cfg["first_conv"] + ".weight"
+    state = dict(state, **{key: adapt_input_conv(channels, state[key])})
+    model.load_state_dict(state, strict=True)
+    x = np.random.default_rng(channels).uniform(-1, 1, (2, *size, channels)).astype("float32")
+    np.save(os.path.join(out, f"{arch}.c{channels}.x.npy"), x)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
+    np.save(os.path.join(out, f"{arch}.c{channels}.logits.npy"), logits.numpy())
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ LARGE = {"resnet50", "resnet50d", "seresnext50_32x4d"}
 SMALL = (64, 96)
 #: Converted without the head as well (from_torch(include_top=False)).
 HEADLESS = {"resnet50d", "seresnext50_32x4d"}
+#: Converted for other channel counts too, against timm's in_chans (deep and classic stems).
+CHANNELS = {"resnet50d": [1, 4], "seresnet50": [2, 5]}
 
 
 def relative(a, b):
@@ -52,6 +54,10 @@ def test_to_torch_and_back_is_the_same_model(preset, options):
     back = kresnet.from_torch(state, arch=arch, input_shape=(64, 64, 3),
                               widths=(16, 32, 64, 128))
     assert [layer.name for layer in back.layers] == [layer.name for layer in ours.layers]
+    # Built without random draws, but configured (and saved) as a plain build.
+    assert kresnet.config_of(back) == kresnet.config_of(ours)
+    assert [layer.get_config() for layer in back.layers] == \
+        [layer.get_config() for layer in ours.layers]
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(back(x)), np.asarray(ours(x)))
 
@@ -64,6 +70,36 @@ def test_a_prefixed_model_converts_under_torch_keys(tmp_path):
     back = kresnet.from_torch(state, input_shape=(32, 32, 3), name_prefix="y_",
                               widths=(8, 16, 32, 64))
     assert back.get_layer("y_res5b_branch2b").get_weights()[0].shape == (3, 3, 64, 64)
+
+
+def test_rgb_weights_adapt_to_other_channel_counts():
+    """One channel sums the RGB kernel: a grey image gives what the RGB image of three equal
+    channels gave. Six repeat it, scaled by 3/6: the image twice over gives the RGB output.
+    (tests/test_pytorch.py's reference test compares with timm's own in_chans.)"""
+    keras.utils.set_random_seed(0)
+    ours = kresnet.build("resnet50d", input_shape=(32, 32, 3), classes=4,
+                         widths=(8, 16, 32, 64), classifier_activation=None,
+                         **pytorch.TORCH_OPTIONS)
+    state = kresnet.to_torch(ours)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 1)).astype("float32")
+    grey = kresnet.from_torch(state, arch="resnet50d", input_shape=(32, 32, 1),
+                              widths=(8, 16, 32, 64))
+    assert grey.get_layer("conv1a").kernel.shape == (3, 3, 1, 32)
+    np.testing.assert_allclose(np.asarray(grey(x)), np.asarray(ours(np.repeat(x, 3, -1))),
+                               rtol=1e-4, atol=1e-5)
+    rgb = np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    six = kresnet.from_torch(state, arch="resnet50d", input_shape=(32, 32, 6),
+                             widths=(8, 16, 32, 64))
+    np.testing.assert_allclose(np.asarray(six(np.concatenate([rgb, rgb], -1))),
+                               np.asarray(ours(rgb)), rtol=1e-4, atol=1e-5)
+    assert "conv1.0.weight" in state and state["conv1.0.weight"].shape == (32, 3, 3, 3)
+    one = kresnet.to_torch(grey)
+    with pytest.raises(ValueError, match="'conv1.0.weight' takes 1 input channels and the "
+                                         "model 4: only RGB"):
+        kresnet.from_torch(one, arch="resnet50d", input_shape=(32, 32, 4),
+                           widths=(8, 16, 32, 64))
+    assert kresnet.from_torch(one, arch="resnet50d", input_shape=(32, 32, 1),
+                              widths=(8, 16, 32, 64)).count_params() == grey.count_params()
 
 
 def small_state():
@@ -98,6 +134,8 @@ def test_bad_sources_and_architectures_are_refused(tmp_path):
         kresnet.from_torch(str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="`arch` must be one of 'resnet18', 'resnet34'"):
         kresnet.from_torch(small_state(), arch="resnet51")
+    with pytest.raises(ValueError, match="from_torch takes its weights from `source`"):
+        kresnet.from_torch(small_state(), weights="imagenet")
     narrow = kresnet.to_torch(kresnet.build(
         "resnet50_v1_5", input_shape=(32, 32, 3), classes=3, widths=(8, 16, 32, 64),
         **pytorch.TORCH_OPTIONS))
@@ -119,9 +157,8 @@ def test_to_torch_refuses_what_torch_cannot_express():
         kresnet.to_torch("resnet50")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The torch side's files: weights, inputs and logits of every architecture."""
+def reference(tmp_path_factory, library):
+    """The torch side's files for ``library``'s architectures: weights, inputs, logits."""
     python = os.environ.get("KRESNET_TORCH_PYTHON")
     if not python:
         message = ("torchvision and timm are not set up: bash scripts/test.sh makes "
@@ -130,33 +167,40 @@ def reference(tmp_path_factory):
         if os.environ.get("KRESNET_REQUIRE_EXTRAS") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    out = tmp_path_factory.mktemp("torch_reference")
-    spec = {"archs": {arch: {"library": "torchvision" if arch in TORCHVISION else "timm",
-                             "format": "pth" if arch in TORCHVISION else "safetensors",
+    out = tmp_path_factory.mktemp(f"torch_reference_{library}")
+    archs = TORCHVISION if library == "torchvision" else TIMM
+    spec = {"archs": {arch: {"library": library,
+                             "format": "pth" if library == "torchvision" else "safetensors",
                              "sizes": [list(SMALL)] + ([[224, 224], [160, 192]]
-                                                       if arch in LARGE else [])}
-                      for arch in TORCHVISION + TIMM}}
+                                                       if arch in LARGE else []),
+                             "channels": CHANNELS.get(arch, [])}
+                      for arch in archs}}
     path = out / "spec.json"
     path.write_text(json.dumps(spec), encoding="utf-8")
 
     def run(command):
+        # One thread: the other pytest worker has the other core.
         result = subprocess.run([python, REFERENCE, command, str(out), str(path)],
                                 capture_output=True, text=True, timeout=1200,
-                                env={**os.environ, "OMP_NUM_THREADS": "2"})
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert result.returncode == 0, result.stderr[-4000:]
 
     run("make")
     return out, spec, run
 
 
+# One test per library, each on a worker of its own (xdist groups), as they take minutes.
 @pytest.mark.slow
-@pytest.mark.xdist_group("test_pytorch")
-def test_every_architecture_equals_torchvisions_and_timms_own(reference):
+@pytest.mark.parametrize("library", [
+    pytest.param(library, marks=pytest.mark.xdist_group(f"test_pytorch_{library}"))
+    for library in ("torchvision", "timm")])
+def test_every_architecture_equals_torchvisions_and_timms_own(tmp_path_factory, library):
     """Each file converted with its architecture detected gives the torch model's logits
     (and timm's forward_features) within 1e-5 relative, at every size (one model with
-    free height and width runs them all); to_torch's arrays load into a new torch model
+    free height and width runs them all), and for other channel counts timm's model with
+    ``in_chans`` on the same RGB weights; to_torch's arrays load into a new torch model
     with strict=True and give the same logits again."""
-    out, spec, run = reference
+    out, spec, run = reference(tmp_path_factory, library)
     errors = {}
     for arch, entry in spec["archs"].items():
         source = out / f"{arch}.{entry['format']}"
@@ -175,6 +219,12 @@ def test_every_architecture_equals_torchvisions_and_timms_own(reference):
                                               input_shape=(*size, 3))
                 errors[arch, "include_top=False"] = relative(
                     headless(x), np.load(f"{stem}.features.npy"))
+        for channels in entry["channels"]:
+            # RGB weights adapted to the channel count as timm adapts them (in_chans).
+            stem = out / f"{arch}.c{channels}"
+            adapted = kresnet.from_torch(source, input_shape=(None, None, channels))
+            errors[arch, f"{channels} channels"] = relative(
+                adapted(np.load(f"{stem}.x.npy")), np.load(f"{stem}.logits.npy"))
         np.savez(out / f"{arch}.back.npz", **kresnet.to_torch(model))
         keras.backend.clear_session()
     bad = {key: error for key, error in errors.items() if not error <= 1e-5}
