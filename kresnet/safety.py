@@ -747,8 +747,8 @@ def read_pth(path: Union[str, os.PathLike]) -> dict:
     try:
         import torch  # noqa: PLC0415
     except ImportError:
-        raise ImportError("reading .pth files needs PyTorch: pip install torch "
-                          "(or kresnet[backends])") from None
+        raise ImportError("reading .pth files needs PyTorch: pip install \"kresnet[torch]\" "
+                          "(or torch); .safetensors files need nothing more") from None
     path = os.fspath(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)

@@ -11,7 +11,7 @@ import pytest
 
 import kresnet
 from kresnet import pytorch
-from tests.conftest import ROOT
+from tests.conftest import LOADER, ROOT, run_in_fresh_process
 
 REFERENCE = os.path.join(ROOT, "scripts", "torch_reference.py")
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -236,3 +236,58 @@ def test_every_architecture_equals_torchvisions_and_timms_own(tmp_path_factory, 
             np.testing.assert_allclose(np.load(f"{stem}.back.npy"),
                                        np.load(f"{stem}.logits.npy"), rtol=0, atol=1e-6,
                                        err_msg=arch)
+
+
+def write_safetensors(path, arrays):
+    """The safetensors layout (as timm publishes weights): the header's length (8 bytes,
+    little-endian), a JSON header of name -> dtype, shape, byte range, then the bytes."""
+    header, chunks, offset = {}, [], 0
+    for name, array in arrays.items():
+        data = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": {"float32": "F32", "int64": "I64"}[str(array.dtype)],
+                        "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(chunks))
+
+
+@pytest.mark.slow
+def test_safetensors_convert_without_torch_and_pth_names_the_extra(tmp_path):
+    """In a Python where torch cannot be imported, a .safetensors file converts and
+    torchvision is never imported; a .pth file says which extra reads it. The converted
+    model saves and loads in a fresh process without kresnet, safe_mode on."""
+    ours = kresnet.build("resnet18", input_shape=(32, 32, 3), classes=3,
+                         widths=(8, 16, 32, 64), classifier_activation=None,
+                         **pytorch.TORCH_OPTIONS)
+    path = tmp_path / "resnet18.safetensors"
+    write_safetensors(path, kresnet.to_torch(ours))
+    (tmp_path / "resnet18.pth").write_bytes(b"not read")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    code = f"""
+import sys
+sys.modules["torch"] = None  # as where torch is not installed: importing it fails
+import numpy as np, kresnet
+model = kresnet.from_torch({str(path)!r}, input_shape=(32, 32, 3), widths=(8, 16, 32, 64))
+assert "torchvision" not in sys.modules
+np.save({str(tmp_path / "y.npy")!r}, np.asarray(model(np.load({str(tmp_path / "x.npy")!r}))))
+model.save({str(tmp_path / "converted.keras")!r})
+try:
+    kresnet.from_torch({str(tmp_path / "resnet18.pth")!r})
+except ImportError as error:
+    print(error)
+"""
+    result = run_in_fresh_process(code=code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'pip install "kresnet[torch]"' in result.stdout
+    expected = np.asarray(ours(x))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=0, atol=1e-6)
+    # The file the converting process saved, loaded by a Python that never imports kresnet.
+    saved = tmp_path / "converted.keras"
+    np.save(f"{saved}.in.npy", x)
+    loaded = run_in_fresh_process(LOADER, [saved])
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    names = open(f"{saved}.names.txt", encoding="utf-8").read().split()
+    assert names == [layer.name for layer in ours.layers]
+    np.testing.assert_allclose(np.load(f"{saved}.out.npy"), expected, rtol=0, atol=1e-6)
