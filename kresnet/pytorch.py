@@ -1,94 +1,21 @@
 """torchvision's and timm's ResNets in kresnet models, and back: ``from_torch``, ``to_torch``.
 
-Both libraries lay a ResNet's state_dict out alike: ``conv1``/``bn1`` (or timm's deep stem
-``conv1.0`` ... ``conv1.6``), ``layer{S}.{B}.conv{1,2,3}`` and ``bn{1,2,3}``, the projection
-``downsample.0``/``.1`` (``.1``/``.2`` behind timm's average pooling), timm's
-``se.fc1``/``se.fc2``, and ``fc``. kresnet's layer names map onto those keys through
-``naming.torch_names``; this module moves the arrays (OIHW kernels to HWIO, Dense kernels
-transposed) and knows which kresnet configuration each architecture is. Every
-architecture here is "v1.5" (stride on the 3x3 conv), BN epsilon 1e-5, convs without bias.
+The layout they share (which kresnet configuration each architecture is, which torch key
+each weight is, the axis orders) is :mod:`kresnet.torch_layout`'s; this module reads a
+source, detects its architecture, and builds the model.
 """
 
-import os
-from types import MappingProxyType
 from typing import Dict, Mapping, Optional
 
 import keras
 import numpy as np
 
-from kresnet import inspection, naming, safety, validation
+from kresnet import inspection, validation
 from kresnet.builder import build_undrawn
 from kresnet.models import build_config
-from kresnet.presets import PRESETS
-
-#: What every torchvision and timm ResNet shares: PyTorch's BatchNorm2d epsilon, convs
-#: without bias, and logits out (a torch model has no softmax).
-TORCH_OPTIONS = MappingProxyType({"bn_epsilon": 1e-5, "use_bias": False})
-_D = {"stem": "deep", "shortcut": "avg"}
-_SE = {"se_ratio": 1 / 16}
-
-#: torchvision or timm model name -> (kresnet preset, the options it adds to the preset).
-ARCHITECTURES = MappingProxyType({
-    # torchvision.models
-    "resnet18": ("resnet18", {}),
-    "resnet34": ("resnet34", {}),
-    "resnet50": ("resnet50_v1_5", {}),
-    "resnet101": ("resnet101_v1_5", {}),
-    "resnet152": ("resnet152_v1_5", {}),
-    "resnext50_32x4d": ("resnext50_32x4d", {}),
-    "resnext101_32x8d": ("resnext101_32x8d", {}),
-    "resnext101_64x4d": ("resnext101_32x8d", {"groups": 64, "width_per_group": 4}),
-    "wide_resnet50_2": ("wide_resnet50_2", {}),
-    "wide_resnet101_2": ("wide_resnet101_2", {}),
-    # timm: ResNet-D (deep stem, average-pooled shortcut), SE, ResNeXt-D
-    "resnet18d": ("resnet18", _D),
-    "resnet34d": ("resnet34", _D),
-    "resnet50d": ("resnet50d", {}),
-    "resnet101d": ("resnet101d", {}),
-    "resnet152d": ("resnet152d", {}),
-    "resnet200d": ("resnet200", {"stride_on": "3x3", **_D}),
-    "seresnet50": ("seresnet50", {"stride_on": "3x3"}),
-    "seresnet101": ("resnet101_v1_5", _SE),
-    "seresnext50_32x4d": ("resnext50_32x4d", _SE),
-    "resnext50d_32x4d": ("resnext50_32x4d", _D),
-})
-
-_BN = ("weight", "bias", "running_mean", "running_var")
-
-
-def _config(arch, options):
-    preset, extra = ARCHITECTURES[arch]
-    return PRESETS[preset].config.replace(**TORCH_OPTIONS, **extra, **options)
-
-
-def _arrays(source):
-    """``source`` as a dict of NumPy arrays, ``num_batches_tracked`` left out."""
-    if isinstance(source, (str, os.PathLike)):
-        path = validation.path(source, "source")
-        if not os.path.isfile(path):
-            raise ValueError(f"`source` must be a state_dict, a torch module or an existing "
-                             f".pth, .pt or .safetensors file; no file at {path!r}")
-        state = (safety.read_safetensors(path) if path.endswith(".safetensors")
-                 else safety.read_pth(path))
-    elif hasattr(source, "state_dict") and callable(source.state_dict):
-        state = source.state_dict()
-    elif isinstance(source, Mapping):
-        state = source
-    else:
-        raise TypeError("`source` must be a state_dict (a dict of tensors or arrays), a "
-                        "torch module or the path of a .pth, .pt or .safetensors file. "
-                        f"Received: source of type {type(source).__name__}")
-    arrays = {}
-    for key, value in state.items():
-        if not isinstance(key, str):
-            raise TypeError(f"`source`'s keys must be strings. Received: {key!r}")
-        if key.endswith("num_batches_tracked"):
-            continue
-        if hasattr(value, "detach"):  # a torch tensor, read without importing torch here
-            value = value.detach().cpu().numpy()
-        arrays[key] = np.asarray(value)
-    return arrays
-
+from kresnet.torch_layout import (  # noqa: F401 - ARCHITECTURES, TORCH_OPTIONS: public here
+    _D, _SE, ARCHITECTURES, TORCH_OPTIONS, fill, layout, module_names, state_arrays,
+    torch_config)
 
 def _signature(config):
     """What the keys and shapes of a state_dict tell of a configuration."""
@@ -123,66 +50,13 @@ def detect(state: Mapping) -> str:
              "layer1.0.se.fc1.weight" in state, groups,
              out_channels // groups if bottleneck else 64)
     for arch in ARCHITECTURES:
-        if _signature(_config(arch, {})) == found:
+        if _signature(torch_config(arch)) == found:
             return arch
     raise ValueError(
         "`source` matches none of the architectures kresnet converts ("
         + ", ".join(ARCHITECTURES) + f"): it has {found[0]} blocks {found[1]}, "
         f"{'a deep' if found[2] else 'a classic'} stem, {'average-pooled ' if found[3] else ''}"
         f"projection shortcuts, {'SE, ' if found[4] else ''}{groups} group(s)")
-
-
-def _layout(layer):
-    """(torch parameter name, the permutation of the Keras weight's axes that gives torch's
-    layout, or None) for each weight of ``layer``, in Keras' weight order: HWIO kernels are
-    OIHW in torch, Dense kernels transposed."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return [(name, None) for name in _BN]
-    if isinstance(layer, keras.layers.Conv2D):
-        kernel = (3, 2, 0, 1)
-    elif isinstance(layer, keras.layers.Dense):
-        kernel = (1, 0)
-    else:
-        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no PyTorch "
-                         "counterpart")
-    return [("weight", kernel), ("bias", None)][:len(layer.weights)]
-
-
-def _module_names(model, config, prefix=""):
-    """Model layer name -> torch module name, for every layer of the ResNet ``prefix`` that
-    holds weights (the layers of other ResNets and other names of the model are left out)."""
-    mapping = naming.torch_names(config.plan.labels(), deep_stem=config.stem == "deep",
-                                 avg_shortcut=config.shortcut == "avg",
-                                 classes=config.classes if config.head else None,
-                                 prefix=prefix)
-    names = {}
-    for layer in model.layers:
-        if layer.weights and naming.parse(layer.name, prefix) is not None:
-            if layer.name not in mapping:
-                raise ValueError(f"layer {layer.name!r} of model {model.name!r} has no "
-                                 "counterpart in torchvision's and timm's ResNets")
-            names[layer.name] = mapping[layer.name]
-    return names
-
-
-def _adapt_input_channels(kernel, channels, key):
-    """The first conv's OIHW ``kernel``, trained on RGB, for ``channels`` input channels,
-    as timm adapts it (``in_chans``): one channel takes the sum over R, G and B (a grey
-    image then gives what the RGB image of equal channels gave); more repeat R, G, B in turn
-    and scale by 3 / ``channels``, so that the mean response stays. A kernel that already
-    has ``channels`` is returned as it is."""
-    given = np.shape(kernel)[1]
-    if given == channels:
-        return kernel
-    if given != 3:
-        raise ValueError(f"`source`'s {key!r} takes {given} input channels and the model "
-                         f"{channels}: only RGB (3-channel) weights are adapted to other "
-                         "channel counts")
-    kernel = np.asarray(kernel, dtype="float32")
-    if channels == 1:
-        return kernel.sum(axis=1, keepdims=True)
-    repeats = -(-channels // 3)
-    return np.tile(kernel, (1, repeats, 1, 1))[:, :channels] * (3 / channels)
 
 
 def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
@@ -215,7 +89,7 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
     if "weights" in options:
         raise ValueError("from_torch takes its weights from `source`; it has no `weights` "
                          f"option. Received: weights={options['weights']!r}")
-    state = _arrays(source)
+    state = state_arrays(source)
     if arch is None:
         arch = detect(state)
     else:
@@ -228,38 +102,7 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
     config = build_config(preset, **TORCH_OPTIONS, **extra, **options)
     # Every weight is set below (a missing key is an error): no random draws to overwrite.
     model = build_undrawn(config, options.get("input_tensor"))
-    names = _module_names(model, config, config.name_prefix)
-    first = next(layer.name for layer in model.layers
-                 if isinstance(layer, keras.layers.Conv2D) and layer.name in names)
-    used = set()
-    values = {}
-    for layer in model.layers:
-        if layer.name not in names:
-            continue
-        values[layer.name] = []
-        for weight, (parameter, axes) in zip(layer.weights, _layout(layer)):
-            key = f"{names[layer.name]}.{parameter}"
-            shape = tuple(weight.shape) if axes is None else tuple(weight.shape[i] for i in axes)
-            if key not in state:
-                raise ValueError(f"`source` has no {key!r}: {arch} needs it with shape "
-                                 f"{shape} (layer {layer.name!r})")
-            if layer.name == first and parameter == "weight":
-                state[key] = _adapt_input_channels(state[key], shape[1], key)
-            if tuple(np.shape(state[key])) != shape:
-                raise ValueError(f"`source`'s {key!r} has shape {tuple(np.shape(state[key]))}"
-                                 f"; {arch} needs {shape} (layer {layer.name!r})")
-            array = np.asarray(state[key], dtype=weight.dtype)
-            values[layer.name].append(array if axes is None
-                                      else np.transpose(array, np.argsort(axes)))
-            used.add(key)
-    unused = [key for key in state if key not in used
-              and not (not include_top and key.split(".")[0] == "fc")]
-    if unused:
-        raise ValueError(f"`source` has {len(unused)} key(s) that {arch} does not use, the "
-                         f"first {unused[0]!r} with shape {tuple(np.shape(state[unused[0]]))}")
-    for layer in model.layers:
-        if layer.name in values:
-            layer.set_weights(values[layer.name])
+    fill(model, state, arch, config, include_top)
     return model
 
 
@@ -291,11 +134,11 @@ def to_torch(model: keras.Model, *, prefix: Optional[str] = None) -> Dict[str, n
         if bad:
             raise ValueError(f"model {model.name!r} has {what}, which torchvision's and "
                              "timm's ResNets do not")
-    names = _module_names(model, config, config.name_prefix)
+    names = module_names(model, config, config.name_prefix)
     state = {}
     for layer in model.layers:
         if layer.name in names:
-            for weight, (parameter, axes) in zip(layer.weights, _layout(layer)):
+            for weight, (parameter, axes) in zip(layer.weights, layout(layer)):
                 array = keras.ops.convert_to_numpy(weight)
                 state[f"{names[layer.name]}.{parameter}"] = np.ascontiguousarray(
                     array if axes is None else np.transpose(array, axes))

@@ -34,7 +34,7 @@ def relative(a, b):
 def test_every_architecture_is_a_preset_with_torch_settings():
     assert set(pytorch.ARCHITECTURES) == set(TORCHVISION) | set(TIMM)
     for arch in pytorch.ARCHITECTURES:
-        config = pytorch._config(arch, {})
+        config = pytorch.torch_config(arch)
         assert config.bn_epsilon == 1e-5 and not config.use_bias, arch
         assert config.plan.block_type == "basic" or config.stride_on == "3x3", arch
 
