@@ -3,11 +3,12 @@
 (:mod:`kresnet.weights`). ``ResNet18`` ... ``ResNet152`` live in :mod:`kresnet.applications`.
 """
 
+import os
 from typing import Optional, Tuple, Union
 
 import keras
 
-from kresnet import validation, weights as weight_files
+from kresnet import downloads, naming, registry, validation, weights as weight_files
 from kresnet.builder import build_model, tensor_shape
 from kresnet.config import FIELDS, ResNetConfig, keyword_signature, reject_unknown
 from kresnet.presets import PRESETS
@@ -19,16 +20,74 @@ APPLICATIONS_OPTIONS = tuple(n for n in FIELDS if n not in (
     "depth", "input_shape", "classes", "pooling", "classifier_activation", "name"))
 
 
-def make(config: ResNetConfig, input_tensor=None, weights=None) -> keras.Model:
-    """Build ``config`` and load ``weights`` (``None``, ``"imagenet"`` or a checked path)."""
+def make(config: ResNetConfig, input_tensor=None, weights=None,
+         preprocessing: Union[None, str, registry.Weights] = None) -> keras.Model:
+    """Build ``config`` and load ``weights`` (``None``, ``"imagenet"``, a checked path or a
+    torch entry of :data:`kresnet.WEIGHTS`); ``preprocessing`` (an entry, or a mode) puts
+    its preprocessing layers in front of the network."""
     if weights == "imagenet":
         weight_files.check_imagenet(config)  # before anything is built or downloaded
+    if isinstance(weights, registry.Weights):
+        downloads.convert(weights)  # a failed download or conversion builds nothing
+    if preprocessing is not None:
+        from kresnet.preprocessing import preprocessing_layers  # noqa: PLC0415
+
+        prefix = config.name_prefix
+        if input_tensor is None:
+            height, width, channels = config.input_shape
+            first = keras.config.image_data_format() == "channels_first"
+            input_tensor = keras.Input((channels, height, width) if first else
+                                       (height, width, channels),
+                                       name=naming.input_name(prefix))
+        mode, mean, std = ((preprocessing, None, None) if isinstance(preprocessing, str)
+                           else (preprocessing.mode, preprocessing.mean, preprocessing.std))
+        input_tensor = preprocessing_layers(input_tensor, mode, mean, std, prefix)
     model = build_model(config, input_tensor)
+    if isinstance(weights, registry.Weights):
+        downloads.load_into(model, weights, config.name_prefix)
+        return model
     if weights == "imagenet":
         weights = weight_files.imagenet_file(config)
     if weights is not None:
         weight_files.load_weights(model, weights)
     return model
+
+
+#: The options that make a network what published weights were trained as; the others
+#: (input size, head or none, pooling, initializers, regularisation, names) are free.
+NETWORK_FIELDS = ("depth", "blocks", "block_type", "widths", "middle_kernel_size", "stem",
+                  "stem_width", "stride_block", "width_per_group", "preact", "stride_on",
+                  "shortcut", "groups", "se_ratio", "use_bias", "bn_epsilon")
+
+
+def _named_weights(name, weights):
+    """The :data:`kresnet.WEIGHTS` entry that ``weights`` names for ``build(name)``, or
+    None where ``weights`` is None, ``"imagenet"`` or a path."""
+    if not isinstance(weights, str) or weights == "imagenet" or os.path.isfile(weights):
+        return None
+    is_name = weights in registry.WEIGHTS or not (
+        os.sep in weights or weights.endswith((".h5", ".keras")))
+    if not is_name:
+        return None
+    if not isinstance(name, str):
+        raise ValueError(f"`weights`={weights!r} names published weights, which need a preset "
+                         "name: build('resnet50_v1_5', weights='tv2_in1k') or "
+                         "kresnet.pretrained('resnet50.tv2_in1k').")
+    return registry.for_preset(name, weights)
+
+
+def _check_network(config, entry):
+    """The built network must be the one the weights were trained as (their shapes could fit
+    another one, say a stride moved): name the first option that departs."""
+    wanted = entry.network
+    for field in NETWORK_FIELDS:
+        if getattr(config, field) != getattr(wanted, field):
+            raise ValueError(f"`{field}`={getattr(config, field)!r} does not fit the weights "
+                             f"{entry.name!r}, which need {field}={getattr(wanted, field)!r}.")
+    if config.head not in (None, "fc") or (config.head and config.classes != 1000):
+        raise ValueError(f"The weights {entry.name!r} come with a 1000-class 'fc' head: pass "
+                         "include_top=False for a model without it (then add your own head), "
+                         f"or classes=1000. Received: classes={config.classes!r}")
 
 
 def _head(head, include_top):
@@ -121,7 +180,8 @@ def applications_config(base: ResNetConfig, *, include_top=True, input_tensor=No
 def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[int] = None,
           include_top: bool = True, weights: Optional[str] = None,
           input_tensor: Optional[keras.KerasTensor] = None, pooling: Optional[str] = None,
-          classifier_activation="softmax", **options) -> keras.Model:
+          classifier_activation="softmax", include_preprocessing: Union[bool, str] = False,
+          **options) -> keras.Model:
     """Build a preset (a name of :data:`kresnet.PRESETS`) or a :class:`kresnet.ResNetConfig`
     with keras.applications' arguments; ``options`` override it.
 
@@ -131,6 +191,14 @@ def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[in
     ``pooling``, ``classifier_activation`` replace its own when they are not the
     defaults), so ``build(kresnet.config_of(model))`` rebuilds ``model``.
 
+    ``weights``: ``None``, ``"imagenet"``, the path of a weights file, or published weights
+    of :data:`kresnet.WEIGHTS` by full name or by tag (``build("resnet50_v1_5",
+    weights="tv2_in1k")``): downloaded, checked and converted once, then read from the
+    cache; the options that make the network (BN epsilon 1e-5, no conv bias) follow them,
+    and any that departs is an error. ``include_preprocessing=True`` puts the weights'
+    preprocessing in front as built-in layers (then the model takes 0-255 RGB images); a
+    mode (``"caffe"``, ``"torch"``, ``"tf"``) does so without named weights.
+
     >>> import kresnet
     >>> model = kresnet.build("resnet20")
     >>> model.name, model.input_shape, model.output_shape
@@ -138,10 +206,51 @@ def build(name: Union[str, ResNetConfig], input_shape=None, classes: Optional[in
     >>> kresnet.build(kresnet.config_of(model)).count_params() == model.count_params()
     True
     """
+    return _build(name, _named_weights(name, weights), weights, input_shape, classes,
+                  include_top, input_tensor, pooling, classifier_activation,
+                  include_preprocessing, options)
+
+
+def _preprocessing(include_preprocessing, entry, weights, config):
+    """What ``include_preprocessing`` puts in front: None, a mode or the weights' entry."""
+    from kresnet.preprocessing import MODES  # noqa: PLC0415
+
+    if include_preprocessing is False:
+        return None
+    if include_preprocessing is True:
+        if entry is None and weights != "imagenet":
+            raise ValueError("`include_preprocessing`=True takes the preprocessing of named "
+                             "weights (`weights`='tv2_in1k', 'imagenet', ...); without them "
+                             "pass a mode: 'caffe', 'torch' or 'tf'.")
+        return entry or ("tf" if config.preact else "caffe")
+    allowed = ", ".join(repr(v) for v in (True, False, *MODES))
+    if not isinstance(include_preprocessing, str):
+        raise TypeError(f"`include_preprocessing` must be one of {allowed}. "
+                        f"Received: include_preprocessing={include_preprocessing!r}")
+    if include_preprocessing not in MODES:
+        raise ValueError(f"`include_preprocessing` must be one of {allowed}. "
+                         f"Received: include_preprocessing={include_preprocessing!r}")
+    return include_preprocessing
+
+
+def _build(name, entry, weights, input_shape, classes, include_top, input_tensor, pooling,
+           classifier_activation, include_preprocessing, options):
+    if entry is not None:
+        options = {**entry.options, **options}
     config = build_config(name, input_shape=input_shape, classes=classes,
                           include_top=include_top, input_tensor=input_tensor, pooling=pooling,
                           classifier_activation=classifier_activation, **options)
-    return make(config, input_tensor, validation.weights(weights))
+    preprocessing = _preprocessing(include_preprocessing, entry, weights, config)
+    if preprocessing is not None and config.input_shape[2] != 3:
+        raise ValueError("`include_preprocessing` normalises RGB images, so the input must "
+                         "have 3 channels; preprocess other images yourself. Received: "
+                         f"input_shape={config.input_shape!r}")
+    if entry is None:
+        return make(config, input_tensor, validation.weights(weights), preprocessing)
+    _check_network(config, entry)
+    if entry.options.keys() - {"bn_epsilon", "use_bias"}:  # a timm net beside its preset
+        config = config.replace(name=config.name_prefix + entry.arch)
+    return make(config, input_tensor, entry if entry.torch else "imagenet", preprocessing)
 
 
 def build_config(name, input_shape=None, classes=None, include_top=True, input_tensor=None,
@@ -174,3 +283,29 @@ def build_config(name, input_shape=None, classes=None, include_top=True, input_t
                                classifier_activation=classifier_activation,
                                name=model_name, options=options, where=where,
                                natural=natural)
+
+
+def pretrained(name: str, input_shape=None, include_top: bool = True,
+               input_tensor: Optional[keras.KerasTensor] = None, pooling: Optional[str] = None,
+               classifier_activation="softmax", include_preprocessing: Union[bool, str] = False,
+               **options) -> keras.Model:
+    """A model with published ImageNet weights, by name: ``"resnet50.tv2_in1k"``,
+    ``"resnet50d.ra4_e3600_r224_in1k"``, ``"resnet50.keras_in1k"``, or an architecture
+    alone for its default tag (``"resnet50d"`` is ``"resnet50d.ra2_in1k"``). Every name of
+    :data:`kresnet.WEIGHTS` works, the timm nets that no preset is (``"resnet18d"``,
+    ``"seresnext50_32x4d"``) among them; the arguments are :func:`build`'s. The file is
+    downloaded, checked and converted once (see :mod:`kresnet.downloads`).
+
+    >>> import kresnet
+    >>> kresnet.WEIGHTS["resnet18d.ra2_in1k"].top1
+    72.296
+    >>> try:
+    ...     pretrained("resnet18d.ra2_in1k", classes=10)  # refused before any download
+    ... except ValueError as error:
+    ...     print(str(error).split(":")[0])
+    The weights 'resnet18d.ra2_in1k' come with a 1000-class 'fc' head
+    """
+    entry = registry.lookup(name)
+    classes = options.pop("classes", None)
+    return _build(entry.preset, entry, entry.name, input_shape, classes, include_top,
+                  input_tensor, pooling, classifier_activation, include_preprocessing, options)

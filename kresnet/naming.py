@@ -235,6 +235,22 @@ def input_name(prefix=""):
     return f"{prefix}{INPUT}"
 
 
+@dataclass(frozen=True)
+class PreprocessNames:
+    """Names of the layers that ``include_preprocessing=True`` puts in front of the stem:
+    ``preprocess_bgr`` (a fixed 1x1 conv: RGB to BGR minus the Caffe mean pixel),
+    ``preprocess_rescale`` (0-255 to 0-1) and ``preprocess_normalize`` (mean and std).
+
+    >>> PreprocessNames("left_").normalize
+    'left_preprocess_normalize'
+    """
+
+    prefix: str = ""
+    bgr = _prefixed("preprocess_bgr")
+    rescale = _prefixed("preprocess_rescale")
+    normalize = _prefixed("preprocess_normalize")
+
+
 def prefix_of(stem_conv_name):
     """The ``name_prefix`` of a model whose first conv is ``stem_conv_name`` (``conv1`` or
     the deep stem's ``conv1a``, prefixed), or None for a name of no kresnet stem.
@@ -401,6 +417,9 @@ def _roles():
              stem.pool_pad: ("stem", "pool_pad"), stem.post_bn: ("post", "bn"),
              stem.post_relu: ("post", "relu")}
     roles.update({name: ("head", role) for role, name in HEAD_ROLES.items()})
+    fixed = PreprocessNames()
+    roles.update({fixed.bgr: ("preprocess", "bgr"), fixed.rescale: ("preprocess", "rescale"),
+                  fixed.normalize: ("preprocess", "normalize")})
     return roles
 
 
@@ -417,6 +436,8 @@ def parse(name: str, prefix: str = "") -> Optional[Name]:
     ('bn', 1000)
     >>> parse("bn_conv1b").branch, parse("dense") is None
     ('b', True)
+    >>> parse("preprocess_normalize").part
+    'preprocess'
     """
     if not isinstance(name, str) or not name.startswith(prefix):
         return None

@@ -54,7 +54,8 @@ def _per_channel(values, ndim, axis, dtype):
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def preprocess_input(x, data_format: Optional[str] = None, mode: str = "caffe"):
+def preprocess_input(x, data_format: Optional[str] = None, mode: Optional[str] = None,
+                     weights: Optional[str] = None):
     """Images with values 0-255 (RGB) as a ResNet trained under ``mode`` expects them.
 
     ``x`` is a NumPy array (or a nested list), a backend tensor or a symbolic Keras tensor,
@@ -63,7 +64,10 @@ def preprocess_input(x, data_format: Optional[str] = None, mode: str = "caffe"):
     a NumPy input is never changed in place. The default ``mode="caffe"`` is
     ``keras.applications.resnet.preprocess_input`` exactly, so it replaces the tutorial's
     ``resnet_preprocess``; ``"torch"`` is for torchvision's and timm's weights, ``"tf"``
-    for keras.applications' V2 nets (see the module docstring).
+    for keras.applications' V2 nets (see the module docstring). ``weights``, a name of
+    :data:`kresnet.WEIGHTS`, makes the default mode (and, for ``"torch"``, the mean and
+    std) those of the weights: ``preprocess_input(x, weights="resnet50d.ra4_e3600_r224_in1k")``
+    normalises with timm's 0.5 / 0.5.
 
     >>> import numpy as np
     >>> import kresnet
@@ -74,7 +78,21 @@ def preprocess_input(x, data_format: Optional[str] = None, mode: str = "caffe"):
     [2.2489, 2.4286, 2.64]
     >>> kresnet.preprocess_input(x, mode="tf")[0, 0, 0].tolist()
     [1.0, 1.0, 1.0]
+    >>> y = kresnet.preprocess_input(x, weights="resnet50.tv2_in1k")
+    >>> [round(float(v), 4) for v in y[0, 0, 0]]
+    [2.2489, 2.4286, 2.64]
     """
+    mean, std = TORCH_MEAN, TORCH_STD
+    if weights is not None:
+        from kresnet.registry import lookup  # noqa: PLC0415
+
+        entry = lookup(weights, "weights")
+        if mode is None:
+            mode = entry.mode
+        if mode == "torch":
+            mean, std = entry.mean, entry.std
+    if mode is None:
+        mode = "caffe"
     if isinstance(x, (list, tuple)):
         x = np.asarray(x)
     axis = _checked(x, data_format, mode)
@@ -90,8 +108,8 @@ def preprocess_input(x, data_format: Optional[str] = None, mode: str = "caffe"):
             x = np.flip(x, axis=axis) - _per_channel(CAFFE_MEAN_BGR, x.ndim, axis, x.dtype)
             return x
         x /= 255.0
-        x -= _per_channel(TORCH_MEAN, x.ndim, axis, x.dtype)
-        x /= _per_channel(TORCH_STD, x.ndim, axis, x.dtype)
+        x -= _per_channel(mean, x.ndim, axis, x.dtype)
+        x /= _per_channel(std, x.ndim, axis, x.dtype)
         return x
     ops = keras.ops
     if not keras.backend.is_float_dtype(x.dtype):
@@ -104,9 +122,49 @@ def preprocess_input(x, data_format: Optional[str] = None, mode: str = "caffe"):
         mean = CAFFE_MEAN_BGR
     else:
         x = x / 255.0
-        mean = TORCH_MEAN
     x = x + ops.convert_to_tensor(-_per_channel(mean, ndim, axis, "float64"), dtype=x.dtype)
     if mode == "torch":
-        x = x / ops.convert_to_tensor(_per_channel(TORCH_STD, ndim, axis, "float64"),
+        x = x / ops.convert_to_tensor(_per_channel(std, ndim, axis, "float64"),
                                       dtype=x.dtype)
     return x
+
+
+def preprocessing_layers(x, mode: str = "caffe", mean=None, std=None, prefix: str = "",
+                         data_format: Optional[str] = None):
+    """Built-in Keras layers on ``x`` (0-255 RGB images) that give what
+    :func:`preprocess_input` gives for ``mode``, so that a saved model takes raw images and
+    still loads without kresnet. ``"caffe"``: a fixed 1x1 conv (RGB to BGR minus the mean
+    pixel, exact); ``"torch"``: ``Rescaling(1/255)`` then ``Normalization`` with ``mean``
+    and ``std`` (ImageNet's by default); ``"tf"``: ``Rescaling(1/127.5, offset=-1)``. The
+    layers are named by :class:`kresnet.naming.PreprocessNames` and are not trainable.
+
+    >>> import keras, numpy as np
+    >>> x = keras.Input((4, 4, 3))
+    >>> model = keras.Model(x, preprocessing_layers(x, "torch"))
+    >>> image = np.full((1, 4, 4, 3), 255.0, "float32")
+    >>> bool(np.allclose(model(image), preprocess_input(image, mode="torch"), atol=1e-5))
+    True
+    """
+    from kresnet import naming  # noqa: PLC0415
+
+    validation.one_of("mode", mode, MODES)
+    if data_format is None:
+        data_format = keras.config.image_data_format()
+    names = naming.PreprocessNames(prefix)
+    axis = -1 if data_format == "channels_last" else 1
+    if mode == "tf":
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=names.rescale)(x)
+    if mode == "caffe":
+        kernel = np.zeros((1, 1, 3, 3), "float32")
+        for channel in range(3):
+            kernel[0, 0, 2 - channel, channel] = 1.0  # output channel c reads input 2 - c
+        conv = keras.layers.Conv2D(
+            3, 1, data_format=data_format, name=names.bgr, trainable=False,
+            kernel_initializer=keras.initializers.Constant(kernel.tolist()),
+            bias_initializer=keras.initializers.Constant([-m for m in CAFFE_MEAN_BGR]))
+        return conv(x)
+    mean = TORCH_MEAN if mean is None else tuple(mean)
+    std = TORCH_STD if std is None else tuple(std)
+    x = keras.layers.Rescaling(1 / 255, name=names.rescale)(x)
+    return keras.layers.Normalization(axis=axis, mean=list(mean),
+                                      variance=[s * s for s in std], name=names.normalize)(x)

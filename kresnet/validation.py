@@ -286,8 +286,9 @@ def weights(value):
         raise TypeError("`weights` must be None, 'imagenet' or the path to a weights file. "
                         f"{_received('weights', value)}")
     if not os.path.isfile(value):
-        raise ValueError("`weights` must be None, 'imagenet' or the path to an existing "
-                         f"weights file; no file at {value!r}")
+        raise ValueError("`weights` must be None, 'imagenet', the path to an existing "
+                         "weights file or (in kresnet.build) a name of kresnet.WEIGHTS; no "
+                         f"file at {value!r}")
     return value
 
 

@@ -4,6 +4,7 @@ the venv that has them (scripts/setup-torch-reference.sh makes .venv-torch), nev
 Usage:
     python scripts/torch_reference.py make OUT SPEC.json
     python scripts/torch_reference.py back OUT SPEC.json
+    python scripts/torch_reference.py registry OUT NAMES.json
 
 SPEC.json: {"archs": {ARCH: {"library": "torchvision" or "timm", "sizes": [[H, W], ...],
 "format": "pth" or "safetensors", "channels": [C, ...] (timm only, optional)}}}.
@@ -19,6 +20,10 @@ OUT/ARCH.cC.x.npy and OUT/ARCH.cC.logits.npy.
 ``back`` loads OUT/ARCH.back.npz (kresnet.to_torch's arrays) into a new model of the same
 architecture with ``strict=True`` and writes its logits on the same inputs,
 OUT/ARCH.HxW.back.npy.
+``registry`` writes OUT/registry.json: for each weights name of NAMES.json (a list), what
+timm's own ``pretrained_cfg`` says of it (address, sizes, crop, interpolation, mean, std,
+licence, classes) and, for torchvision's weights, what torchvision's own ``Weights`` enum
+says (address, acc@1, resize and crop), for tests/test_registry.py to compare.
 """
 
 import json
@@ -72,9 +77,37 @@ def run(model, out, arch, size, suffix, features):
                     model.forward_features(inputs).numpy().transpose(0, 2, 3, 1))
 
 
+def registry(out, names):
+    import timm  # noqa: PLC0415
+    import torchvision  # noqa: PLC0415
+
+    torchvision_weights = {}
+    for enum in vars(torchvision.models).values():
+        if isinstance(enum, type) and issubclass(enum, torchvision.models.WeightsEnum):
+            for weights in enum:
+                transforms = weights.transforms()
+                torchvision_weights[weights.url] = {
+                    "acc1": weights.meta["_metrics"]["ImageNet-1K"]["acc@1"],
+                    "resize": transforms.resize_size[0], "crop": transforms.crop_size[0],
+                    "interpolation": transforms.interpolation.value,
+                    "mean": list(transforms.mean), "std": list(transforms.std)}
+    facts = {}
+    for name in names:
+        cfg = timm.models.get_pretrained_cfg(name).to_dict()
+        facts[name] = {"timm": {key: cfg.get(key) for key in (
+            "hf_hub_id", "url", "input_size", "test_input_size", "crop_pct", "interpolation",
+            "mean", "std", "license", "num_classes")},
+            "torchvision": torchvision_weights.get(cfg.get("url"))}
+    with open(os.path.join(out, "registry.json"), "w", encoding="utf-8") as file:
+        json.dump(facts, file)
+
+
 def main(command, out, spec_path):
     with open(spec_path, encoding="utf-8") as file:
         spec = json.load(file)
+    if command == "registry":
+        registry(out, spec)
+        return
     torch.manual_seed(0)
     for arch, entry in spec["archs"].items():
         model = make_model(arch, entry["library"])

@@ -197,7 +197,7 @@ def reference_of_prefixed(models):
 
 TAKE_A_MODEL = {"count_macs", "describe", "feature_maps", "fold_batchnorm", "config_of",
                 "to_keras_applications", "transfer_weights", "load_weights", "plot_model",
-                "plot_blocks", "export", "save", "to_torch"}
+                "plot_blocks", "export", "save", "to_torch", "freeze"}
 
 
 def test_every_public_function_that_takes_a_model_is_covered_here():
@@ -227,6 +227,18 @@ def test_to_torch_converts_one_resnet_of_two_by_prefix():
     assert kresnet.to_torch(kresnet.build("resnet18", input_shape=(32, 32, 3), classes=3,
                                           widths=(8, 16, 32, 64), name_prefix="x_",
                                           use_bias=False))["fc.weight"].shape == (3, 64)
+
+
+def test_freeze_sets_one_resnet_of_two_by_prefix():
+    image = keras.Input((32, 32, 3), name="image")
+    two, a, b = _two(image)
+    with pytest.raises(ValueError, match="holds 2 ResNets"):
+        kresnet.freeze(two)
+    frozen = kresnet.freeze(two, "res2", prefix="b_")
+    assert frozen == ["b_conv1", "b_bn_conv1", "b_res2a_branch2a", "b_bn2a_branch2a",
+                      "b_res2a_branch2b", "b_bn2a_branch2b"]
+    assert all(layer.trainable for layer in a.layers)
+    assert two.get_layer("b_res3a_branch1").trainable
 
 
 def test_counts_tables_and_blocks(models):

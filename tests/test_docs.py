@@ -180,3 +180,19 @@ def test_the_docs_check_fails_on_a_stale_page(tmp_path):
     assert script["main"](["--check", "--path", str(path)]) == 1
     assert script["main"](["--path", str(path)]) == 0
     assert path.read_text(encoding="utf-8") == api
+
+
+def test_weights_page_lists_every_published_weight_with_its_facts():
+    text = open(os.path.join(ROOT, "docs", "weights.md"), encoding="utf-8").read()
+    table = text[text.index("<!-- weights:begin -->"):text.index("<!-- weights:end -->")]
+    rows = _table(table, "name")
+    listed = {row["name"].split("`")[1]: row for row in rows}
+    assert sorted(listed) == sorted(kresnet.WEIGHTS) and len(rows) == len(listed)
+    for name, row in listed.items():
+        entry = kresnet.WEIGHTS[name]
+        assert (row["source"], float(row["top-1 %"]), row["licence"]) == (
+            entry.source, entry.top1, entry.licence), name
+        assert row["input (test)"].split()[0] == str(entry.input_size), name
+        assert ("(default)" in row["name"]) == (
+            kresnet.registry.DEFAULT_TAGS.get(entry.arch) == entry.tag), name
+        assert entry.mode in row["preprocessing"], name

@@ -102,7 +102,7 @@ def namespace(tmp_path_factory):
     two = keras.Model(image, keras.layers.Concatenate(name="join")(
         [half.output for half in halves]), name="two")
     names = {
-        "keras": keras, "np": np, "tiny": tiny, "plain": plain, "two": two,
+        "keras": keras, "np": np, "kresnet": kresnet, "tiny": tiny, "plain": plain, "two": two,
         "free": kresnet.create_resnet((None, None, 3), 3, blocks=(1,)),
         "tensor": keras.Input((8, 8, 32)),
         "stem_output": kresnet.do_first_conv(keras.Input((32, 32, 3))),
@@ -137,6 +137,8 @@ def namespace(tmp_path_factory):
         "to_torch": dict(model=tiny),
         "preprocess_input": dict(x=np.zeros((1, 4, 4, 3), "float32"),
                                  data_format="channels_last"),
+        "pretrained": dict(name="resnet18d.ra2_in1k", input_shape=(32, 32, 3)),
+        "freeze": dict(model=tiny),
     }
     for depth in (18, 34, 50, 101, 152):
         base[f"ResNet{depth}"] = dict(input_shape=(32, 32, 3), **small)

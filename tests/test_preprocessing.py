@@ -70,7 +70,7 @@ def test_lists_and_integer_images_become_floatx():
 
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"mode": "imagenet"}, ValueError, "`mode` must be one of 'caffe', 'torch', 'tf'"),
-    ({"mode": None}, TypeError, "`mode` must be one of"),
+    ({"mode": 1}, TypeError, "`mode` must be one of"),
     ({"data_format": "NHWC"}, ValueError, "`data_format` must be one of 'channels_last'"),
 ])
 def test_bad_arguments_are_named(kwargs, error, message):
