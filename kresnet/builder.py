@@ -71,7 +71,7 @@ def build_model(config: ResNetConfig, input_tensor: Optional[keras.KerasTensor] 
         _check_input_tensor(input_tensor, config, options.data_format)
     x, inputs = _model_input(config, input_tensor, options)
     style = config.style
-    x = build_stem(x, config.stem, config.stem_width, options, style.preact)
+    x = build_stem(x, config.stem, config.stem_width, options, style.preact, config.stem_pool)
     for stage in config.plan.stages:
         x = build_stage(x, stage, config.middle_kernel_size, style, options)
     if style.preact:

@@ -36,6 +36,7 @@ BN_MOMENTUM = 0.9
 KERNEL_INITIALIZER = "he_normal"
 DEFAULT_SIZE = 224
 STEMS = ("classic", "deep", "cifar")
+STEM_POOLS = ("zeros", "ignore")
 #: Default widths: one conv for classic and cifar, three for deep.
 STEM_WIDTHS = MappingProxyType({"classic": (64,), "deep": (32, 32, 64), "cifar": (16,)})
 #: Downsampling of each stem.
@@ -140,6 +141,11 @@ class ResNetConfig:
     stem_width: Optional[Union[int, Tuple[int, ...]]] = option(
         None, _optional(_stem_width), "None, an int >= 1 (classic, cifar) or 3 of them (deep)",
         "width of the stem's conv(s); default 64, (32, 32, 64) deep, 16 cifar", NETWORK)
+    stem_pool: str = option(
+        "zeros", _choice(STEM_POOLS), "'zeros' or 'ignore'; not with stem='cifar'",
+        "the stem's 3x3/2 max pool pads with zeros (Caffe, keras) or with cells that never "
+        "win (torch's MaxPool2d(padding=1)); the same after a ReLU, not in a preact stem",
+        NETWORK)
     stride_block: str = option("first", _choice(STRIDE_BLOCKS), "'first' or 'last'",
                                "which block of a stage halves the size (last: keras' V2)",
                                NETWORK)
@@ -257,6 +263,9 @@ class ResNetConfig:
             raise ValueError("`zero_init_residual=True` does not go with `preact=True`: a "
                              "pre-activation branch ends in a conv, not a BN whose gamma could "
                              "start at zero.")
+        if self.stem == "cifar" and self.stem_pool != "zeros":
+            raise ValueError(f"`stem_pool`={self.stem_pool!r} sets the padding of the stem's "
+                             "max pooling, and `stem`='cifar' has none: leave it 'zeros'.")
         if self.outputs == "stages" and self.head is not None:
             raise ValueError("`outputs`='stages' builds a headless backbone: pass "
                              "`include_top=False` (or `head=None`) with it.")

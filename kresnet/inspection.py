@@ -117,6 +117,8 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
         values["stem"] = "deep"
     elif ("stem", "pool", None) not in get:
         values["stem"] = "cifar"
+    if ("stem", "pool_stride", None) in get:
+        values["stem_pool"] = "ignore"
     values["stem_width"] = tuple(conv.filters for conv in stem_convs)
     first = stem_convs[0]
     pad = get.get(("stem", "pad", "a" if deep else None))

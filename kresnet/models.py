@@ -56,8 +56,8 @@ def make(config: ResNetConfig, input_tensor=None, weights=None,
 #: The options that make a network what published weights were trained as; the others
 #: (input size, head or none, pooling, initializers, regularisation, names) are free.
 NETWORK_FIELDS = ("depth", "blocks", "block_type", "widths", "middle_kernel_size", "stem",
-                  "stem_width", "stride_block", "width_per_group", "preact", "stride_on",
-                  "shortcut", "groups", "se_ratio", "use_bias", "bn_epsilon")
+                  "stem_width", "stem_pool", "stride_block", "width_per_group", "preact",
+                  "stride_on", "shortcut", "groups", "se_ratio", "use_bias", "bn_epsilon")
 
 
 def _named_weights(name, weights):

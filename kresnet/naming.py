@@ -87,12 +87,13 @@ class StemNames:
 
     pool_pad = _prefixed("pool1_pad")
     pool = _prefixed("pool1")
+    pool_stride = _prefixed("pool1_stride")
     #: Pre-activation nets end their last stage with one BN and ReLU.
     post_bn = _prefixed("bn_post")
     post_relu = _prefixed("post_relu")
 
     def all(self):
-        names = [self.pool_pad, self.pool, self.post_bn, self.post_relu]
+        names = [self.pool_pad, self.pool, self.pool_stride, self.post_bn, self.post_relu]
         for part in ("", "a", "b", "c"):
             names += [self.conv_pad(part), self.conv(part), self.bn(part), self.relu(part)]
         return names
@@ -364,6 +365,33 @@ def torch_names(labels, deep_stem=False, avg_shortcut=False, classes=None, prefi
     return mapping
 
 
+def timm_resnetv2_names(labels, classes=None, prefix=""):
+    """Map kresnet layer names to the module names of timm's pre-activation ResNets
+    (``resnetv2_50``): ``stem.conv``; block ``B`` of stage ``S`` is ``stages.{S-2}.blocks.{B}``,
+    whose pre-activation BN is ``norm1``, its convs ``conv1`` ... ``conv3`` with the BNs
+    ``norm2`` and ``norm3`` between them, the projection ``downsample.conv``; the last BN
+    is ``norm`` and the classifier ``head.fc`` (a 1x1 conv in timm).
+
+    >>> names = timm_resnetv2_names([["a", "b"]], classes=1000)
+    >>> names["bn2a_preact"], names["bn2b_branch2b"], names["bn_post"], names["fc1000"]
+    ('stages.0.blocks.0.norm1', 'stages.0.blocks.1.norm3', 'norm', 'head.fc')
+    """
+    stem = StemNames(prefix)
+    mapping = {stem.conv(): "stem.conv", stem.post_bn: "norm"}
+    for stage, stage_block_labels in enumerate(labels, start=2):
+        for index, label in enumerate(stage_block_labels):
+            ours, theirs = BlockNames(stage, label, prefix), f"stages.{stage - 2}.blocks.{index}"
+            mapping[ours.preact_bn] = f"{theirs}.norm1"
+            for branch, number in _TORCH_BRANCH.items():
+                mapping[ours.conv(branch)] = f"{theirs}.conv{number}"
+                if branch != "2c":  # a pre-activation branch ends in its conv
+                    mapping[ours.bn(branch)] = f"{theirs}.norm{int(number) + 1}"
+            mapping[ours.conv("1")] = f"{theirs}.downsample.conv"
+    if classes is not None:
+        mapping[HeadNames(prefix).fc(classes)] = "head.fc"
+    return mapping
+
+
 @dataclass(frozen=True)
 class Name:
     """What :func:`parse` reads from a layer name.
@@ -414,7 +442,8 @@ def _roles():
     """Head, stem-pool and post names (without prefix) -> (part, role)."""
     stem = StemNames()
     roles = {INPUT: ("input", "input"), stem.pool: ("stem", "pool"),
-             stem.pool_pad: ("stem", "pool_pad"), stem.post_bn: ("post", "bn"),
+             stem.pool_pad: ("stem", "pool_pad"), stem.pool_stride: ("stem", "pool_stride"),
+             stem.post_bn: ("post", "bn"),
              stem.post_relu: ("post", "relu")}
     roles.update({name: ("head", role) for role, name in HEAD_ROLES.items()})
     fixed = PreprocessNames()

@@ -15,18 +15,20 @@ from kresnet.builder import build_undrawn
 from kresnet.models import build_config
 from kresnet.torch_layout import (  # noqa: F401 - ARCHITECTURES, TORCH_OPTIONS: public here
     _D, _SE, ARCHITECTURES, TORCH_OPTIONS, fill, layout, module_names, state_arrays,
-    torch_config)
+    torch_config, torch_shape)
 
 def _signature(config):
     """What the keys and shapes of a state_dict tell of a configuration."""
     plan = config.plan
-    return (plan.block_type, plan.blocks, config.stem == "deep", config.shortcut == "avg",
-            bool(config.se_ratio), config.groups, config.width_per_group)
+    return (config.preact, plan.block_type, plan.blocks, config.stem == "deep",
+            config.shortcut == "avg", bool(config.se_ratio), config.groups,
+            config.width_per_group)
 
 
 def detect(state: Mapping) -> str:
     """The name of the torchvision or timm architecture (a key of :data:`ARCHITECTURES`)
-    whose state_dict has these keys and shapes.
+    whose state_dict has these keys and shapes: torch's ``layer{S}.{B}`` layout, or timm's
+    pre-activation ``stages.{S}.blocks.{B}`` one.
 
     >>> import numpy as np
     >>> keys = {f"layer{s}.{b}.conv2.weight": np.zeros((64, 64, 3, 3))
@@ -34,29 +36,39 @@ def detect(state: Mapping) -> str:
     >>> detect(keys)
     'resnet18'
     """
+    preact = "stem.conv.weight" in state
+
+    def stage_key(stage):  # the key prefix of stage 1 ... 4
+        return f"stages.{stage - 1}.blocks." if preact else f"layer{stage}."
+
+    def block(stage, index):
+        return f"{stage_key(stage)}{index}."
+
     blocks = []
     for stage in (1, 2, 3, 4):
-        found = {key.split(".")[1] for key in state if key.startswith(f"layer{stage}.")}
+        head = stage_key(stage)
+        found = {key[len(head):].split(".")[0] for key in state if key.startswith(head)}
         blocks.append(len(found))
-    bottleneck = "layer1.0.conv3.weight" in state
-    middle = state.get("layer1.0.conv2.weight")
+    bottleneck = f"{block(1, 0)}conv3.weight" in state
+    middle = state.get(f"{block(1, 0)}conv2.weight")
     if middle is None or 0 in blocks:
         raise ValueError("`source` is not a torchvision or timm ResNet: it has no "
-                         "layer1.0.conv2.weight, or a stage layer1 ... layer4 is missing")
+                         f"{block(1, 0)}conv2.weight, or one of its four stages is missing")
     out_channels, in_per_group = np.shape(middle)[:2]
     groups = out_channels // in_per_group if bottleneck else 1
-    found = ("bottleneck" if bottleneck else "basic", tuple(blocks),
+    found = (preact, "bottleneck" if bottleneck else "basic", tuple(blocks),
              "conv1.0.weight" in state, any(k.endswith(".downsample.2.weight") for k in state),
-             "layer1.0.se.fc1.weight" in state, groups,
+             f"{block(1, 0)}se.fc1.weight" in state, groups,
              out_channels // groups if bottleneck else 64)
     for arch in ARCHITECTURES:
         if _signature(torch_config(arch)) == found:
             return arch
     raise ValueError(
         "`source` matches none of the architectures kresnet converts ("
-        + ", ".join(ARCHITECTURES) + f"): it has {found[0]} blocks {found[1]}, "
-        f"{'a deep' if found[2] else 'a classic'} stem, {'average-pooled ' if found[3] else ''}"
-        f"projection shortcuts, {'SE, ' if found[4] else ''}{groups} group(s)")
+        + ", ".join(ARCHITECTURES) + f"): it has {'pre-activation ' if preact else ''}"
+        f"{found[1]} blocks {found[2]}, {'a deep' if found[3] else 'a classic'} stem, "
+        f"{'average-pooled ' if found[4] else ''}projection shortcuts, "
+        f"{'SE, ' if found[5] else ''}{groups} group(s)")
 
 
 def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
@@ -96,10 +108,11 @@ def from_torch(source, arch: Optional[str] = None, **options) -> keras.Model:
         validation.one_of("arch", arch, tuple(ARCHITECTURES))
     include_top = options.get("include_top", True)
     preset, extra = ARCHITECTURES[arch]
-    if include_top and "fc.weight" in state and "classes" not in options:
-        options["classes"] = int(np.shape(state["fc.weight"])[0])
+    classifier = "head.fc.weight" if torch_config(arch).preact else "fc.weight"
+    if include_top and classifier in state and "classes" not in options:
+        options["classes"] = int(np.shape(state[classifier])[0])
     options.setdefault("classifier_activation", None)
-    config = build_config(preset, **TORCH_OPTIONS, **extra, **options)
+    config = build_config(preset, **{**TORCH_OPTIONS, **extra, **options})
     # Every weight is set below (a missing key is an error): no random draws to overwrite.
     model = build_undrawn(config, options.get("input_tensor"))
     fill(model, state, arch, config, include_top)
@@ -123,7 +136,11 @@ def to_torch(model: keras.Model, *, prefix: Optional[str] = None) -> Dict[str, n
     """
     validation.keras_model(model)
     config = inspection.config_of(model, prefix=prefix)
-    problems = [(config.preact, "pre-activation blocks"),
+    preact_layout = (config.stride_on, config.stride_block, config.stem_pool) == (
+        "3x3", "first", "ignore") and config.stem == "classic" and config.shortcut == "B"
+    problems = [(config.preact and not preact_layout,
+                 "pre-activation blocks other than timm's ResNetV2 (stride on the 3x3 of the "
+                 "first block, the classic stem with stem_pool='ignore', shortcut B)"),
                 (config.use_bias, "convolutions with bias"),
                 (config.stem not in ("classic", "deep"), f"the {config.stem!r} stem"),
                 (config.shortcut not in ("B", "avg"), f"shortcut={config.shortcut!r}"),
@@ -140,8 +157,8 @@ def to_torch(model: keras.Model, *, prefix: Optional[str] = None) -> Dict[str, n
         if layer.name in names:
             for weight, (parameter, axes) in zip(layer.weights, layout(layer)):
                 array = keras.ops.convert_to_numpy(weight)
-                state[f"{names[layer.name]}.{parameter}"] = np.ascontiguousarray(
-                    array if axes is None else np.transpose(array, axes))
+                state[f"{names[layer.name]}.{parameter}"] = np.ascontiguousarray(torch_shape(
+                    config, layer, array if axes is None else np.transpose(array, axes)))
             if isinstance(layer, keras.layers.BatchNormalization):
                 state[f"{names[layer.name]}.num_batches_tracked"] = np.array(0, np.int64)
     return state

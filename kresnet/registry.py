@@ -206,6 +206,8 @@ _TIMM = [
     ("seresnext50_32x4d.gluon_in1k", 79.916, 224, None, 0.875, _BC, _I, _A),
     ("seresnext50_32x4d.racm_in1k", 81.268, 224, 288, 0.875, _BC, _I, _A),
     ("resnext50d_32x4d.bt_in1k", 79.672, 224, 288, 0.875, _BC, _I, _A),
+    ("resnetv2_50.a1h_in1k", 80.410, 224, 288, 0.95, _BC, _N, _A),
+    ("resnetv2_101.a1h_in1k", 82.042, 224, 288, 0.95, _BC, _N, _A),
 ]
 
 _KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -230,6 +232,7 @@ DEFAULT_TAGS = MappingProxyType({
     "resnet34d": "ra2_in1k", "resnet50d": "ra2_in1k", "resnet101d": "ra2_in1k",
     "resnet152d": "ra2_in1k", "resnet200d": "ra2_in1k", "seresnet50": "a1_in1k",
     "seresnext50_32x4d": "racm_in1k", "resnext50d_32x4d": "bt_in1k",
+    "resnetv2_50": "a1h_in1k", "resnetv2_101": "a1h_in1k",
     "resnet50v2": "keras_in1k", "resnet101v2": "keras_in1k", "resnet152v2": "keras_in1k",
 })
 

@@ -6,7 +6,9 @@
 - ``"cifar"``: one 3x3/1 conv, BN, ReLU and no pooling (He et al. 2015, section 4.2).
 
 In pre-activation networks the stem's last conv is followed by neither BN nor ReLU: the
-first block's pre-activation does that.
+first block's pre-activation does that. Its values may then be negative, and the padding of
+the max pooling matters: zeros (``stem_pool="zeros"``, keras' ResNet50V2) or cells that
+never win (``"ignore"``, timm's ResNetV2).
 """
 
 from keras import layers
@@ -21,14 +23,23 @@ from kresnet.options import Options
 OPTIONS = LAYER_OPTIONS + ("stem", "stem_width")
 
 
-def _pool(x, names, options):
+def _pool(x, names, options, padding="zeros"):
+    if padding == "ignore":
+        # torch's MaxPool2d(3, 2, padding=1), whose padding never wins: a 3x3/1 "same" max
+        # pool pads 1 on every side and ignores the padding, then a 1x1/2 pool keeps every
+        # other pixel (TensorFlow's strided "same" would pad the bottom and right only).
+        x = layers.MaxPooling2D(3, strides=1, padding="same", data_format=options.data_format,
+                                name=names.pool)(x)
+        return layers.MaxPooling2D(1, strides=2, data_format=options.data_format,
+                                   name=names.pool_stride)(x)
     x = layers.ZeroPadding2D(1, data_format=options.data_format, name=names.pool_pad)(x)
     return layers.MaxPooling2D(3, strides=2, data_format=options.data_format,
                                name=names.pool)(x)
 
 
-def build_stem(x, stem, widths, options, preact=False):
-    """Build a checked stem (see the module docstring) on ``x``."""
+def build_stem(x, stem, widths, options, preact=False, pool="zeros"):
+    """Build a checked stem (see the module docstring) on ``x``; ``pool`` is the
+    ``stem_pool`` option (the padding of the max pooling)."""
     names = StemNames(options.name_prefix)
     parts = ("a", "b", "c") if stem == "deep" else ("",)
     kernel, first_stride = (7, 2) if stem == "classic" else (3, 2 if stem == "deep" else 1)
@@ -41,7 +52,7 @@ def build_stem(x, stem, widths, options, preact=False):
         if preact and last:
             break
         x = options.relu(options.bn(x, names.bn(part)), names.relu(part))
-    return x if stem == "cifar" else _pool(x, names, options)
+    return x if stem == "cifar" else _pool(x, names, options, pool)
 
 
 def do_first_conv(input_tensor, *, filters=64, **options):
@@ -72,7 +83,8 @@ def do_first_conv(input_tensor, *, filters=64, **options):
     if validation.input_tensor(input_tensor) is None:
         raise TypeError("`input_tensor` must be a Keras tensor, not None.")
     validation.unused_names(input_tensor, StemNames(config.name_prefix).all(), "The stem")
-    return build_stem(input_tensor, config.stem, config.stem_width, Options.of(config))
+    return build_stem(input_tensor, config.stem, config.stem_width, Options.of(config),
+                      pool=config.stem_pool)
 
 
 do_first_conv.__signature__ = keyword_signature(do_first_conv, OPTIONS)

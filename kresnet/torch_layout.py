@@ -26,6 +26,8 @@ from kresnet.presets import PRESETS
 TORCH_OPTIONS = MappingProxyType({"bn_epsilon": 1e-5, "use_bias": False})
 _D = {"stem": "deep", "shortcut": "avg"}
 _SE = {"se_ratio": 1 / 16}
+#: timm's pre-activation ResNets: its stem's max pooling pads with cells that never win.
+_V2 = {"stem_pool": "ignore"}
 
 #: torchvision or timm model name -> (kresnet preset, the options it adds to the preset).
 ARCHITECTURES = MappingProxyType({
@@ -51,6 +53,9 @@ ARCHITECTURES = MappingProxyType({
     "seresnet101": ("resnet101_v1_5", _SE),
     "seresnext50_32x4d": ("resnext50_32x4d", _SE),
     "resnext50d_32x4d": ("resnext50_32x4d", _D),
+    # timm: pre-activation ResNets (He et al. 2016, stride on the 3x3 conv)
+    "resnetv2_50": ("resnet50v2_paper", _V2),
+    "resnetv2_101": ("resnet101v2_paper", _V2),
 })
 
 _BN = ("weight", "bias", "running_mean", "running_var")
@@ -96,6 +101,14 @@ def state_arrays(source):
     return arrays
 
 
+def torch_shape(config, layer, array):
+    """``array`` (in torch's axis order) as torch stores it: timm's pre-activation nets keep
+    their classifier as a 1x1 conv, whose kernel is the Dense kernel with two axes more."""
+    if config.preact and isinstance(layer, keras.layers.Dense) and np.ndim(array) == 2:
+        return np.reshape(array, (*np.shape(array), 1, 1))
+    return array
+
+
 def layout(layer):
     """(torch parameter name, the permutation of the Keras weight's axes that gives torch's
     layout, or None) for each weight of ``layer``, in Keras' weight order: HWIO kernels are
@@ -115,10 +128,13 @@ def layout(layer):
 def module_names(model, config, prefix=""):
     """Model layer name -> torch module name, for every layer of the ResNet ``prefix`` that
     holds weights (the layers of other ResNets and other names of the model are left out)."""
-    mapping = naming.torch_names(config.plan.labels(), deep_stem=config.stem == "deep",
-                                 avg_shortcut=config.shortcut == "avg",
-                                 classes=config.classes if config.head else None,
-                                 prefix=prefix)
+    classes = config.classes if config.head else None
+    if config.preact:
+        mapping = naming.timm_resnetv2_names(config.plan.labels(), classes, prefix)
+    else:
+        mapping = naming.torch_names(config.plan.labels(), deep_stem=config.stem == "deep",
+                                     avg_shortcut=config.shortcut == "avg", classes=classes,
+                                     prefix=prefix)
     names = {}
     for layer in model.layers:
         parsed = naming.parse(layer.name, prefix)
@@ -172,6 +188,9 @@ def fill(model, state, arch, config, include_top=True):
                                  f"{shape} (layer {layer.name!r})")
             if layer.name == first and parameter == "weight":
                 state[key] = adapt_input_channels(state[key], shape[1], key)
+            stored = np.shape(torch_shape(config, layer, np.empty(shape, "int8")))
+            if stored != shape and tuple(np.shape(state[key])) == stored:
+                state[key] = np.reshape(state[key], shape)  # timm's 1x1-conv classifier
             if tuple(np.shape(state[key])) != shape:
                 raise ValueError(f"`source`'s {key!r} has shape {tuple(np.shape(state[key]))}"
                                  f"; {arch} needs {shape} (layer {layer.name!r})")
@@ -180,7 +199,7 @@ def fill(model, state, arch, config, include_top=True):
                                       else np.transpose(array, np.argsort(axes)))
             used.add(key)
     unused = [key for key in state if key not in used
-              and not (not include_top and key.split(".")[0] == "fc")]
+              and not (not include_top and key.split(".")[0] in ("fc", "head"))]
     if unused:
         raise ValueError(f"`source` has {len(unused)} key(s) that {arch} does not use, the "
                          f"first {unused[0]!r} with shape {tuple(np.shape(state[unused[0]]))}")

@@ -17,12 +17,13 @@ REFERENCE = os.path.join(ROOT, "scripts", "torch_reference.py")
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
 TIMM = ["resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d", "resnet200d",
-        "seresnet50", "seresnet101", "seresnext50_32x4d", "resnext50d_32x4d"]
+        "seresnet50", "seresnet101", "seresnext50_32x4d", "resnext50d_32x4d", "resnetv2_50",
+        "resnetv2_101"]
 #: Every architecture at a small non-square size; these three at 224x224 and 160x192 too.
 LARGE = {"resnet50", "resnet50d", "seresnext50_32x4d"}
 SMALL = (64, 96)
 #: Converted without the head as well (from_torch(include_top=False)).
-HEADLESS = {"resnet50d", "seresnext50_32x4d"}
+HEADLESS = {"resnet50d", "seresnext50_32x4d", "resnetv2_50"}
 #: Converted for other channel counts too, against timm's in_chans (deep and classic stems).
 CHANNELS = {"resnet50d": [1, 4], "seresnet50": [2, 5]}
 
@@ -37,20 +38,24 @@ def test_every_architecture_is_a_preset_with_torch_settings():
         config = pytorch.torch_config(arch)
         assert config.bn_epsilon == 1e-5 and not config.use_bias, arch
         assert config.plan.block_type == "basic" or config.stride_on == "3x3", arch
+        # timm's pre-activation stem pools its conv's raw output: padding that never wins.
+        assert config.stem_pool == ("ignore" if config.preact else "zeros"), arch
 
 
 @pytest.mark.parametrize("preset,options", [
     ("resnet18", {}), ("resnet50d", {}), ("seresnet50", {"stride_on": "3x3"}),
-    ("resnext50_32x4d", {"stem": "deep", "shortcut": "avg"})])
+    ("resnext50_32x4d", {"stem": "deep", "shortcut": "avg"}),
+    ("resnet50v2_paper", {"stem_pool": "ignore"})])
 def test_to_torch_and_back_is_the_same_model(preset, options):
     keras.utils.set_random_seed(0)
     ours = kresnet.build(preset, input_shape=(64, 64, 3), classes=6, widths=(16, 32, 64, 128),
                          classifier_activation=None, **pytorch.TORCH_OPTIONS, **options)
     state = kresnet.to_torch(ours)
     assert all(isinstance(v, np.ndarray) for v in state.values())
-    assert state["bn1.num_batches_tracked"].dtype == np.int64
+    first_bn = "norm" if preset.endswith("paper") else "bn1"
+    assert state[f"{first_bn}.num_batches_tracked"].dtype == np.int64
     arch = {"resnet18": "resnet18", "resnet50d": "resnet50d", "seresnet50": "seresnet50",
-            "resnext50_32x4d": "resnext50d_32x4d"}[preset]
+            "resnext50_32x4d": "resnext50d_32x4d", "resnet50v2_paper": "resnetv2_50"}[preset]
     back = kresnet.from_torch(state, arch=arch, input_shape=(64, 64, 3),
                               widths=(16, 32, 64, 128))
     assert [layer.name for layer in back.layers] == [layer.name for layer in ours.layers]
@@ -147,6 +152,7 @@ def test_bad_sources_and_architectures_are_refused(tmp_path):
 
 def test_to_torch_refuses_what_torch_cannot_express():
     for options, what in (({"preact": True, "stride_block": "last"}, "pre-activation"),
+                          ({"preact": True, "stride_on": "3x3"}, "stem_pool='ignore'"),
                           ({"use_bias": True}, "convolutions with bias"),
                           ({}, "stride on the first 1x1 conv")):
         model = kresnet.build("resnet50", input_shape=(32, 32, 3), classes=2,

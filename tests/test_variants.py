@@ -214,3 +214,24 @@ def test_classifier_stays_float32_under_a_mixed_precision_policy(head):
     plain = kresnet.create_resnet((32, 32, 3), 4, depth=18, head=head, widths=(4, 8, 16, 32),
                                   stem_width=4)
     assert plain.layers[-1].dtype_policy.name == "float32"  # unchanged without a policy
+
+
+def test_stem_pool_ignore_pads_with_cells_that_never_win():
+    """torch's MaxPool2d(3, 2, padding=1): at the border the padding never wins, even over
+    negative values (a pre-activation stem pools the raw conv output)."""
+    model = kresnet.build("resnet50v2_paper", input_shape=(32, 32, 3), classes=3,
+                          widths=(8, 16, 32, 64), stem_width=8, stem_pool="ignore")
+    names = [layer.name for layer in model.layers[:5]]
+    assert names == ["input", "conv1_pad", "conv1", "pool1", "pool1_stride"]
+    assert kresnet.config_of(model).stem_pool == "ignore"
+    stem = keras.Model(model.input, [model.get_layer("conv1").output,
+                                     model.get_layer("pool1_stride").output])
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
+    conv, pooled = (np.asarray(t) for t in stem(x))
+    padded = np.pad(conv, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    expected = np.stack([np.stack([padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
+                                   for j in range(8)], axis=1) for i in range(8)], axis=1)
+    np.testing.assert_array_equal(pooled, expected)
+    assert (conv < 0).any()  # the case where zero padding would differ
+    with pytest.raises(ValueError, match="`stem`='cifar' has none"):
+        kresnet.build("resnet20", stem_pool="ignore")
