@@ -333,6 +333,7 @@ class ResNetConfig:
                       self.blocks == row.blocks and self.block_type == "bottleneck"),
             "widths": self.widths == stage_widths(4),
             "stem": (self.stem, self.stem_width) == ("classic", (64,)),
+            "stem_pool": self.stem_pool == "zeros",
             "preact/stride_on/stride_block": layout in ((False, "1x1", "first"),
                                                         (True, "3x3", "last")),
             "shortcut": self.shortcut == "B", "groups": self.groups == 1,

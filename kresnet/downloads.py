@@ -109,7 +109,13 @@ def convert(entry: Weights) -> str:
     if not os.path.isfile(path):
         config = entry.network
         model = build_undrawn(config)  # every weight comes from the file
-        fill(model, state_arrays(download(entry)), entry.arch, config)
+        source = download(entry)
+        try:
+            fill(model, state_arrays(source), entry.arch, config)
+        except Exception:
+            if entry.file_hash is None:  # unverified, and unusable: fetch it again next time
+                os.remove(source)
+            raise
         _write_named(model, path, entry)
     return path
 
@@ -145,11 +151,13 @@ def load_into(model: keras.Model, entry: Weights, prefix: str = "") -> dict:
     :func:`kresnet.transfer_weights`' report."""
     arrays = read_converted(entry)
     _adapt_first_conv(model, arrays, prefix)
-    fixed = naming.PreprocessNames(prefix)
     mapping = {}
     for layer in model.layers:
-        if layer.name in (fixed.bgr, fixed.rescale, fixed.normalize):
+        if naming.is_preprocessing(layer.name) or not layer.weights:
+            continue
+        if naming.parse(layer.name, prefix) is None:
+            # Not the ResNet's (layers of the caller's input_tensor): they keep their weights.
             arrays[layer.name] = [keras.ops.convert_to_numpy(w) for w in layer.weights]
-        elif layer.name.startswith(prefix):
+        else:
             mapping[layer.name] = layer.name[len(prefix):]
     return transfer_weights(_Arrays(entry.name, arrays), model, mapping, use_all=False)

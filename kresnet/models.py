@@ -66,7 +66,8 @@ def _named_weights(name, weights):
     if not isinstance(weights, str) or weights == "imagenet" or os.path.isfile(weights):
         return None
     is_name = weights in registry.WEIGHTS or not (
-        os.sep in weights or weights.endswith((".h5", ".keras")))
+        os.sep in weights or weights.endswith((".h5", ".hdf5", ".keras", ".pth", ".pt",
+                                                ".safetensors", ".npz")))
     if not is_name:
         return None
     if not isinstance(name, str):
@@ -244,7 +245,7 @@ def _build(name, entry, weights, input_shape, classes, include_top, input_tensor
     if preprocessing is not None and config.input_shape[2] != 3:
         raise ValueError("`include_preprocessing` normalises RGB images, so the input must "
                          "have 3 channels; preprocess other images yourself. Received: "
-                         f"input_shape={config.input_shape!r}")
+                         f"(height, width, channels)={config.input_shape!r}")
     if entry is None:
         return make(config, input_tensor, validation.weights(weights), preprocessing)
     _check_network(config, entry)

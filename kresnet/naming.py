@@ -252,6 +252,16 @@ class PreprocessNames:
     normalize = _prefixed("preprocess_normalize")
 
 
+def is_preprocessing(name: str) -> bool:
+    """True for a layer of ``include_preprocessing``, whatever its prefix.
+
+    >>> is_preprocessing("left_preprocess_bgr"), is_preprocessing("conv1")
+    (True, False)
+    """
+    bare = PreprocessNames()
+    return isinstance(name, str) and name.endswith((bare.bgr, bare.rescale, bare.normalize))
+
+
 def prefix_of(stem_conv_name):
     """The ``name_prefix`` of a model whose first conv is ``stem_conv_name`` (``conv1`` or
     the deep stem's ``conv1a``, prefixed), or None for a name of no kresnet stem.

@@ -89,7 +89,7 @@ def preprocess_input(x, data_format: Optional[str] = None, mode: Optional[str] =
         entry = lookup(weights, "weights")
         if mode is None:
             mode = entry.mode
-        if mode == "torch":
+        if mode == "torch" and entry.mode == "torch":
             mean, std = entry.mean, entry.std
     if mode is None:
         mode = "caffe"

@@ -85,12 +85,17 @@ class Weights:
     def options(self) -> dict:
         """What the weights' network sets beyond :attr:`preset`: torch's BN epsilon, convs
         without bias and the architecture's own options (``{}`` for keras.applications')."""
-        return {**TORCH_OPTIONS, **ARCHITECTURES[self.arch][1]} if self.torch else {}
+        if self.torch:
+            return {**TORCH_OPTIONS, **ARCHITECTURES[self.arch][1]}
+        # The Caffe models' convs have biases (kresnet's resnet50 preset counts without).
+        return {"use_bias": True}
 
     @property
     def network(self) -> ResNetConfig:
         """The config of the network the weights were trained as (at its natural size)."""
-        return torch_config(self.arch) if self.torch else PRESETS[self.preset].config
+        if self.torch:
+            return torch_config(self.arch)
+        return PRESETS[self.preset].config.replace(**self.options)
 
     @property
     def file_name(self) -> str:

@@ -23,6 +23,7 @@ def _weighted(model):
     return {layer.name: layer for layer in model.layers if layer.weights}
 
 
+
 def _assign(layer, arrays, source_name):
     """Set ``layer``'s weights from ``arrays``; a missing conv bias is taken as zeros and an
     extra one is accepted only when it is all zeros. Raises ValueError naming both layers."""
@@ -68,6 +69,8 @@ def transfer_weights(source, target, mapping: Optional[Mapping[str, str]] = None
     mapping = mapping or {}
     sources, report, used = _weighted(source), {"loaded": [], "skipped": []}, set()
     for name, layer in _weighted(target).items():
+        if naming.is_preprocessing(name):
+            continue  # fixed constants (include_preprocessing), not trained weights
         source_name = mapping.get(name, name)
         try:
             if source_name not in sources:

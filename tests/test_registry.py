@@ -50,6 +50,38 @@ def test_keras_entries_carry_keras_applications_own_addresses_and_hashes():
             assert entry.file_hash == resnet.WEIGHTS_HASHES[entry.arch][0]
 
 
+def test_every_keras_entry_builds_a_network_that_keras_weights_fit():
+    from kresnet import weights as weight_files  # noqa: PLC0415
+    from kresnet.models import build_config  # noqa: PLC0415
+
+    for entry in kresnet.WEIGHTS.values():
+        if not entry.torch:
+            config = build_config(entry.preset, **entry.options)
+            weight_files.check_imagenet(config)  # raises for a configuration keras lacks
+            assert config.keras_applications() is not None, entry.name
+    # A stem that pools otherwise is not keras' network, although every shape fits.
+    with pytest.raises(ValueError, match="differ: stem_pool"):
+        weight_files.check_imagenet(build_config("resnet50v2", stem_pool="ignore"))
+
+
+@pytest.mark.slow
+def test_keras_weights_by_name_with_their_preprocessing_built_in(tmp_path, monkeypatch):
+    """resnet50.keras_in1k with include_preprocessing: the Caffe BGR conv keeps its fixed
+    weights while the file's are moved by name (the download is a file made here)."""
+    reference = keras.applications.ResNet50(weights=None, include_top=False,
+                                            input_shape=(64, 64, 3))
+    path = str(tmp_path / "resnet50_notop.h5")
+    reference.save(path)
+    monkeypatch.setattr(keras.utils, "get_file", lambda *args, **kwargs: path)
+    model = kresnet.pretrained("resnet50.keras_in1k", include_top=False,
+                               input_shape=(64, 64, 3), include_preprocessing=True)
+    assert model.layers[1].name == "preprocess_bgr"
+    x = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3)).astype("float32")
+    expected = np.asarray(reference(keras.applications.resnet.preprocess_input(x.copy())))
+    ours = np.asarray(model(x))
+    assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
 @pytest.mark.slow
 def test_timm_and_torchvision_entries_match_their_own_metadata(tmp_path):
     """timm's pretrained_cfg and torchvision's Weights enum, run in .venv-torch."""
@@ -157,6 +189,28 @@ def test_a_file_that_fails_its_hash_is_deleted_and_nothing_is_built(published, t
     registry.WEIGHTS["resnet18.tv_in1k"] = dataclasses.replace(entry, url="file:///nowhere.pth")
     with pytest.raises(RuntimeError, match="Without internet, fetch the file elsewhere"):
         kresnet.build("resnet18", weights="tv_in1k")
+
+
+def test_an_unusable_unhashed_download_is_deleted_and_a_callers_layers_keep_theirs(
+        published, tmp_path):
+    files, originals = published
+    files["resnet18d.ra2_in1k"].write_bytes(b"<html>not found</html>")
+    with pytest.warns(UserWarning), pytest.raises(ValueError):
+        kresnet.pretrained("resnet18d.ra2_in1k", input_shape=(32, 32, 3))
+    cache = tmp_path / "cache" / "kresnet"
+    assert not (cache / "resnet18d.ra2_in1k.safetensors").exists()
+    assert not (cache / "converted").exists()
+    # The caller's own layers in front of the ResNet keep their weights.
+    image = keras.Input((32, 32, 3), name="image")
+    mine = keras.layers.Conv2D(3, 1, name="colour_mix")(image)
+    before = [np.array(w) for w in mine._keras_history.operation.weights]
+    model = kresnet.build("resnet18", weights="tv_in1k", input_tensor=mine,
+                          classifier_activation=None)
+    assert all(np.array_equal(a, np.array(b)) for a, b in
+               zip(before, model.get_layer("colour_mix").weights))
+    x = np.random.default_rng(6).uniform(0, 1, (1, 32, 32, 3)).astype("float32")
+    mixed = np.asarray(model.get_layer("colour_mix")(x))
+    np.testing.assert_allclose(model(x), originals["resnet18.tv_in1k"](mixed), atol=1e-5)
 
 
 @pytest.mark.slow
