@@ -40,13 +40,19 @@ def _check_input_tensor(input_tensor, config, data_format):
     validation.unused_names(input_tensor, _planned_names(config), "The network")
 
 
+def new_input(config: ResNetConfig, data_format: Optional[str] = None) -> keras.KerasTensor:
+    """The ``keras.Input`` of a model of ``config``, in ``data_format`` (Keras' image data
+    format by default), named ``input`` with the config's prefix."""
+    height, width, channels = config.input_shape
+    first = (data_format or keras.config.image_data_format()) == "channels_first"
+    shape = (channels, height, width) if first else (height, width, channels)
+    return keras.Input(shape, name=naming.input_name(config.name_prefix))
+
+
 def _model_input(config, input_tensor, options):
     """The tensor to build on and the model's inputs."""
     if input_tensor is None:
-        height, width, channels = config.input_shape
-        shape = (channels, height, width) if options.data_format == "channels_first" \
-            else (height, width, channels)
-        x = keras.Input(shape, name=naming.input_name(options.name_prefix))
+        x = new_input(config, options.data_format)
         return x, x
     sources = keras.utils.get_source_inputs(input_tensor)
     # One source: the model takes a tensor, as when it builds its own Input (a one-item list

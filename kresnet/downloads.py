@@ -49,9 +49,11 @@ def download(entry: Weights) -> str:
     os.makedirs(folder, exist_ok=True)  # else get_file falls back to /tmp/.keras
     full_hash = entry.file_hash if entry.hash_kind in ("md5", "sha256") else None
     cached = os.path.join(folder, entry.file_name)
-    if (entry.hash_kind == "sha256-prefix" and os.path.isfile(cached)
-            and not _sha256(cached).startswith(entry.file_hash)):
-        os.remove(cached)  # a partial or stale file: fetch it again, as get_file does
+    checked = False  # a cached file whose prefix already matched needs no second hash
+    if entry.hash_kind == "sha256-prefix" and os.path.isfile(cached):
+        checked = _sha256(cached).startswith(entry.file_hash)
+        if not checked:
+            os.remove(cached)  # a partial or stale file: fetch it again, as get_file does
     try:
         path = keras.utils.get_file(entry.file_name, entry.url, cache_dir=os.path.dirname(folder),
                                     cache_subdir=os.path.basename(folder), file_hash=full_hash)
@@ -60,7 +62,7 @@ def download(entry: Weights) -> str:
             f"Could not download the weights {entry.name} from {entry.url} ({error}). "
             f"Without internet, fetch the file elsewhere and put it at "
             f"{os.path.join(folder, entry.file_name)}.") from error
-    if entry.hash_kind == "sha256-prefix":
+    if entry.hash_kind == "sha256-prefix" and not checked:
         digest = _sha256(path)
         if not digest.startswith(entry.file_hash):
             os.remove(path)

@@ -36,10 +36,9 @@ def freeze(model: keras.Model, up_to: Optional[str] = "res4", *,
     by_name = {"stem": 1, **{naming.stage_name(stage): stage for stage in stages}}
     validation.one_of("up_to", up_to, (None, *by_name))
     last = -1 if up_to is None else by_name[up_to]
-    fixed = naming.PreprocessNames(prefix)
     frozen = []
     for layer in model.layers:
-        if layer.name in (fixed.bgr, fixed.rescale, fixed.normalize):
+        if naming.is_preprocessing(layer.name):
             layer.trainable = False
             continue
         parsed = naming.parse(layer.name, prefix)

@@ -8,8 +8,8 @@ from typing import Optional, Tuple, Union
 
 import keras
 
-from kresnet import downloads, naming, registry, validation, weights as weight_files
-from kresnet.builder import build_model, tensor_shape
+from kresnet import downloads, registry, validation, weights as weight_files
+from kresnet.builder import build_model, new_input, tensor_shape
 from kresnet.config import FIELDS, ResNetConfig, keyword_signature, reject_unknown
 from kresnet.presets import PRESETS
 
@@ -32,16 +32,11 @@ def make(config: ResNetConfig, input_tensor=None, weights=None,
     if preprocessing is not None:
         from kresnet.preprocessing import preprocessing_layers  # noqa: PLC0415
 
-        prefix = config.name_prefix
         if input_tensor is None:
-            height, width, channels = config.input_shape
-            first = keras.config.image_data_format() == "channels_first"
-            input_tensor = keras.Input((channels, height, width) if first else
-                                       (height, width, channels),
-                                       name=naming.input_name(prefix))
+            input_tensor = new_input(config)
         mode, mean, std = ((preprocessing, None, None) if isinstance(preprocessing, str)
                            else (preprocessing.mode, preprocessing.mean, preprocessing.std))
-        input_tensor = preprocessing_layers(input_tensor, mode, mean, std, prefix)
+        input_tensor = preprocessing_layers(input_tensor, mode, mean, std, config.name_prefix)
     model = build_model(config, input_tensor)
     if isinstance(weights, registry.Weights):
         downloads.load_into(model, weights, config.name_prefix)
@@ -249,7 +244,7 @@ def _build(name, entry, weights, input_shape, classes, include_top, input_tensor
     if entry is None:
         return make(config, input_tensor, validation.weights(weights), preprocessing)
     _check_network(config, entry)
-    if entry.options.keys() - {"bn_epsilon", "use_bias"}:  # a timm net beside its preset
+    if entry.extra_options:  # a timm net beside its preset
         config = config.replace(name=config.name_prefix + entry.arch)
     return make(config, input_tensor, entry if entry.torch else "imagenet", preprocessing)
 

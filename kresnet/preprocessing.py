@@ -15,7 +15,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from kresnet import validation
+from kresnet import naming, validation
 
 MODES = ("caffe", "torch", "tf")
 
@@ -145,8 +145,6 @@ def preprocessing_layers(x, mode: str = "caffe", mean=None, std=None, prefix: st
     >>> bool(np.allclose(model(image), preprocess_input(image, mode="torch"), atol=1e-5))
     True
     """
-    from kresnet import naming  # noqa: PLC0415
-
     validation.one_of("mode", mode, MODES)
     if data_format is None:
         data_format = keras.config.image_data_format()

@@ -91,6 +91,13 @@ class Weights:
         return {"use_bias": True}
 
     @property
+    def extra_options(self) -> dict:
+        """The options the architecture adds to :attr:`preset` beyond BN epsilon and conv
+        bias (timm's ``resnet18d``: the deep stem and average-pooled shortcut); ``{}`` where
+        the network is the preset's own and ``kresnet.build(preset, weights=tag)`` loads it."""
+        return {k: v for k, v in self.options.items() if k not in ("bn_epsilon", "use_bias")}
+
+    @property
     def network(self) -> ResNetConfig:
         """The config of the network the weights were trained as (at its natural size)."""
         if self.torch:
@@ -300,26 +307,25 @@ def for_preset(preset: str, weights: str) -> Weights:
         entry = lookup(weights, "weights")
     else:
         found = [e for e in WEIGHTS.values() if e.tag == weights and e.preset == preset
-                 and not set(e.options) - {"bn_epsilon", "use_bias"}]
+                 and not e.extra_options]
         if not found:
-            fits = [e.name for e in WEIGHTS.values() if e.preset == preset and not _extra(e)]
+            fits = [e.name for e in WEIGHTS.values() if e.preset == preset and not e.extra_options]
             elsewhere = [f"{e.name!r} is {e.preset!r}'s (kresnet.build({e.preset!r}, "
                          f"weights={weights!r}))" for e in WEIGHTS.values()
-                         if e.tag == weights and e.arch == preset and not _extra(e)]
+                         if e.tag == weights and e.arch == preset and not e.extra_options]
             raise ValueError(
                 f"`weights`={weights!r} is not a tag of the weights of {preset!r}"
                 + (f"; those are {', '.join(fits)}" if fits else
                    f"; {preset!r} has no published weights")
                 + "".join(f"; {text}" for text in elsewhere) + ".")
         entry = found[0]
-    if entry.preset != preset or set(entry.options) - {"bn_epsilon", "use_bias"}:
+    if entry.preset != preset or entry.extra_options:
         raise ValueError(
             f"`weights`={weights!r} belongs to {entry.arch!r}, which kresnet builds as "
-            f"{entry.preset!r} with {_extra(entry) or 'no other options'}, not to "
+            f"{entry.preset!r} with {_listed(entry.extra_options) or 'no other options'}, not to "
             f"{preset!r}: use kresnet.pretrained({entry.name!r}).")
     return entry
 
 
-def _extra(entry):
-    extra = {k: v for k, v in entry.options.items() if k not in ("bn_epsilon", "use_bias")}
-    return ", ".join(f"{k}={v!r}" for k, v in extra.items())
+def _listed(options):
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())

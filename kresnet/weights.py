@@ -23,7 +23,6 @@ def _weighted(model):
     return {layer.name: layer for layer in model.layers if layer.weights}
 
 
-
 def _assign(layer, arrays, source_name):
     """Set ``layer``'s weights from ``arrays``; a missing conv bias is taken as zeros and an
     extra one is accepted only when it is all zeros. Raises ValueError naming both layers."""
