@@ -33,6 +33,7 @@ _PUBLIC = {
     "do_first_conv": "kresnet.stems",
     "export": "kresnet.exporting",
     "feature_maps": "kresnet.features",
+    "feature_strides": "kresnet.features",
     "fold_batchnorm": "kresnet.folding",
     "freeze": "kresnet.finetune",
     "from_keras_applications": "kresnet.applications",

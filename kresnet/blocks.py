@@ -9,6 +9,7 @@ the bottleneck block (1x1 -> k x k -> 1x1), two build the basic block of ResNet-
 from keras import layers
 
 from kresnet import validation
+from kresnet.downsampling import anti_alias
 from kresnet.config import BLOCK_OPTIONS, LAYER_OPTIONS, BlockStyle, ResNetConfig, \
     keyword_signature, reject_unknown
 from kresnet.naming import BlockNames
@@ -32,25 +33,49 @@ def _zero_channels(x, out_channels, names, options):
     return layers.Permute((2, 3, 1), name=names.shortcut("unpermute"))(x)
 
 
-def squeeze_excite(x, ratio, names, options):
-    """Hu et al. 2018: global average pool, 1x1 conv to ``channels * ratio`` (ReLU), 1x1 conv
-    back (sigmoid), scale the branch by the result."""
+def squeeze_excite(x, style, names, options):
+    """Hu et al. 2018: global average pool, 1x1 conv to ``channels * se_ratio`` (ReLU; the
+    width rounded as :meth:`BlockStyle.squeeze_width` says), 1x1 conv back (sigmoid), scale
+    the branch by the result."""
     channels = validation.channels_of(x, options.data_format)
     scale = layers.GlobalAveragePooling2D(data_format=options.data_format, keepdims=True,
                                           name=names.se("pool"))(x)
-    scale = options.conv(scale, max(1, round(channels * ratio)), 1, 1, names.se("squeeze"),
+    scale = options.conv(scale, style.squeeze_width(channels), 1, 1, names.se("squeeze"),
                          use_bias=True, activation="relu")
     scale = options.conv(scale, channels, 1, 1, names.se("excite"), use_bias=True,
                          activation="sigmoid")
     return layers.Multiply(name=names.se("scale"))([x, scale])
 
 
-def residual_block(x, kernel_size, filters, names, strides, shortcut_kind, style, options):
-    """Build one block from checked arguments; the public functions below check them first."""
+def efficient_channel_attention(x, names, options):
+    """Wang et al. 2020 (ECA-Net), as timm's ``EcaModule``: global average pool, a 1-D conv
+    without bias across the channels (kernel :meth:`BlockStyle.eca_kernel`), sigmoid, scale
+    the branch by the result. The channels become a 1-D sequence by a Reshape."""
+    channels = validation.channels_of(x, options.data_format)
+    scale = layers.GlobalAveragePooling2D(data_format=options.data_format,
+                                          name=names.eca("pool"))(x)
+    scale = layers.Reshape((channels, 1), name=names.eca("reshape"))(scale)
+    scale = layers.Conv1D(1, BlockStyle.eca_kernel(channels), padding="same", use_bias=False,
+                          activation="sigmoid", kernel_initializer=options.kernel_initializer,
+                          data_format="channels_last", name=names.eca("conv"))(scale)
+    shape = (channels, 1, 1) if options.data_format == "channels_first" else (1, 1, channels)
+    scale = layers.Reshape(shape, name=names.eca("expand"))(scale)
+    return layers.Multiply(name=names.eca("scale"))([x, scale])
+
+
+def residual_block(x, kernel_size, filters, names, strides, shortcut_kind, style, options,
+                   drop_path=None, dilation=1, first_dilation=1):
+    """Build one block from checked arguments; the public functions below check them first.
+    ``drop_path``: this block's stochastic depth rate (``style.drop_path_rate`` if None)."""
     strides = validation.int_pair("strides", strides, "the stride")
     n_convs = len(filters)
     kernels = ((1, 1), kernel_size, (1, 1)) if n_convs == 3 else (kernel_size, kernel_size)
+    # Dilation of each conv: the 3x3s only, the first of them at the previous stage's.
+    dilations = (1, first_dilation, 1) if n_convs == 3 else (first_dilation, dilation)
     strided = style.strided_conv(n_convs)
+    # timm anti-aliases where the block strides, and where a dilated stage begins.
+    aliased = style.anti_alias is not None and (max(strides) > 1 or
+                                                first_dilation != dilation)
     preactivated = x
     if style.preact:
         preactivated = options.relu(options.bn(x, names.preact_bn), names.preact_relu)
@@ -58,8 +83,9 @@ def residual_block(x, kernel_size, filters, names, strides, shortcut_kind, style
     for i, (n, kernel, role) in enumerate(zip(filters, kernels, _BRANCHES)):
         last = i == n_convs - 1
         branch = options.conv(
-            branch, n, kernel, strides if i == strided else 1, names.conv(role),
-            pad_name=names.pad(role), groups=style.groups if n_convs == 3 and i == 1 else 1,
+            branch, n, kernel, strides if i == strided and not aliased else 1,
+            names.conv(role), pad_name=names.pad(role),
+            groups=style.groups if n_convs == 3 and i == 1 else 1, dilation=dilations[i],
             # In a pre-activation block a conv followed by BN needs no bias (keras' ResNetV2).
             use_bias=options.use_bias and not (style.preact and not last))
         if not (style.preact and last):
@@ -67,15 +93,26 @@ def residual_block(x, kernel_size, filters, names, strides, shortcut_kind, style
                                 style.zero_init_residual)
         if not last:
             branch = options.relu(branch, names.relu(role))
+        if aliased and i == strided:
+            branch = anti_alias(branch, style.anti_alias, strides, names.aa(role),
+                                options.data_format)
     if style.se_ratio:
-        branch = squeeze_excite(branch, style.se_ratio, names, options)
+        branch = squeeze_excite(branch, style, names, options)
+    if style.eca:
+        branch = efficient_channel_attention(branch, names, options)
+    rate = style.drop_path_rate if drop_path is None else drop_path
+    if rate:
+        # One draw per sample for the whole branch: stochastic depth (Huang et al. 2016);
+        # survivors are scaled by 1 / (1 - rate), and in inference it is the identity.
+        branch = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=names.drop_path)(branch)
     shortcut = _shortcut(x, preactivated, shortcut_kind, filters[-1], strides, names,
-                             style, options)
+                         style, options, dilation)
     x = layers.Add(name=names.sum)([branch, shortcut])
     return x if style.preact else options.relu(x, names.out)
 
 
-def _shortcut(x, preactivated, kind, out_channels, strides, names, style, options):
+def _shortcut(x, preactivated, kind, out_channels, strides, names, style, options,
+              dilation=1):
     if kind == "identity":
         return x
     if kind in ("subsample", "zeros"):
@@ -90,6 +127,12 @@ def _shortcut(x, preactivated, kind, out_channels, strides, names, style, option
                                          data_format=options.data_format,
                                          name=names.shortcut("pool"))(source)
         strides = (1, 1)
+    elif kind == "avg_projection" and dilation > 1:
+        # timm's AvgPool2dSame(2, stride 1) where a stage dilates: zeros after, then 2x2.
+        source = layers.ZeroPadding2D(((0, 1), (0, 1)), data_format=options.data_format,
+                                      name=names.pad("1"))(source)
+        source = layers.AveragePooling2D(2, strides=1, data_format=options.data_format,
+                                         name=names.shortcut("pool"))(source)
     shortcut = options.conv(source, out_channels, 1, strides, names.conv("1"))
     return shortcut if style.preact else options.bn(shortcut, names.bn("1"))
 
@@ -98,7 +141,8 @@ def build_stage(x, stage, kernel_size, style, options):
     """Build the planned blocks of one stage (a tuple of :class:`kresnet.config.BlockPlan`)."""
     for block in stage:
         x = residual_block(x, kernel_size, block.filters, block.names(options.name_prefix),
-                           block.strides, block.shortcut, style, options)
+                           block.strides, block.shortcut, style, options, block.drop_path,
+                           block.dilation, block.first_dilation)
     return x
 
 

@@ -77,7 +77,8 @@ def build_model(config: ResNetConfig, input_tensor: Optional[keras.KerasTensor] 
         _check_input_tensor(input_tensor, config, options.data_format)
     x, inputs = _model_input(config, input_tensor, options)
     style = config.style
-    x = build_stem(x, config.stem, config.stem_width, options, style.preact, config.stem_pool)
+    x = build_stem(x, config.stem, config.stem_width, options, style.preact, config.stem_pool,
+                   style.anti_alias)
     for stage in config.plan.stages:
         x = build_stage(x, stage, config.middle_kernel_size, style, options)
     if style.preact:
@@ -110,6 +111,6 @@ def build_undrawn(config: ResNetConfig, input_tensor: Optional[keras.KerasTensor
     model = build_model(dataclasses.replace(config, kernel_initializer="zeros"), input_tensor)
     initializer = keras.initializers.get(config.kernel_initializer)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv1D)):
             layer.kernel_initializer = initializer
     return model

@@ -19,6 +19,7 @@ named config; :func:`kresnet.config_of` reads one back from a built model.
 
 import dataclasses
 import inspect
+import math
 from dataclasses import InitVar, dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Tuple, Union
@@ -36,7 +37,7 @@ BN_MOMENTUM = 0.9
 KERNEL_INITIALIZER = "he_normal"
 DEFAULT_SIZE = 224
 STEMS = ("classic", "deep", "cifar")
-STEM_POOLS = ("zeros", "ignore")
+STEM_POOLS = ("zeros", "ignore", "conv")
 #: Default widths: one conv for classic and cifar, three for deep.
 STEM_WIDTHS = MappingProxyType({"classic": (64,), "deep": (32, 32, 64), "cifar": (16,)})
 #: Downsampling of each stem.
@@ -45,7 +46,10 @@ STRIDE_ON = ("1x1", "3x3")
 SHORTCUTS = ("B", "A", "C", "avg")
 STRIDE_BLOCKS = ("first", "last")
 HEADS = ("tutorial", "fc", None)
-POOLINGS = (None, "avg", "max")
+POOLINGS = (None, "avg", "max", "avgmax", "catavgmax")
+ANTI_ALIAS = (None, "avg", "blur")
+NORMS = ("batch", "group")
+OUTPUT_STRIDES = (None, 8, 16, 32)
 OUTPUTS = ("final", "stages")
 #: The tutorial's head: dropout before and after one hidden Dense layer.
 TUTORIAL_DROPOUT = 0.5
@@ -142,16 +146,20 @@ class ResNetConfig:
         None, _optional(_stem_width), "None, an int >= 1 (classic, cifar) or 3 of them (deep)",
         "width of the stem's conv(s); default 64, (32, 32, 64) deep, 16 cifar", NETWORK)
     stem_pool: str = option(
-        "zeros", _choice(STEM_POOLS), "'zeros' or 'ignore'; not with stem='cifar'",
+        "zeros", _choice(STEM_POOLS), "'zeros', 'ignore' or 'conv'; not with stem='cifar'",
         "the stem's 3x3/2 max pool pads with zeros (Caffe, keras) or with cells that never "
-        "win (torch's MaxPool2d(padding=1)); the same after a ReLU, not in a preact stem",
-        NETWORK)
+        "win (torch's MaxPool2d(padding=1)); 'conv': a 3x3/2 conv, BN and ReLU instead "
+        "(ResNet-RS)", NETWORK)
     stride_block: str = option("first", _choice(STRIDE_BLOCKS), "'first' or 'last'",
                                "which block of a stage halves the size (last: keras' V2)",
                                NETWORK)
     width_per_group: int = option(
         BASE_WIDTH, _positive, "an int >= 1; bottleneck blocks only",
         "middle width of a bottleneck is width * width_per_group / 64 * groups", NETWORK)
+    output_stride: Optional[int] = option(
+        None, _choice(OUTPUT_STRIDES), "None, 8, 16 or 32; not with stride_block='last'",
+        "stages past this stride keep their size and dilate their 3x3 convs instead "
+        "(torchvision's replace_stride_with_dilation); None: no dilation", NETWORK)
     # -- how each block is built --------------------------------------------------------------
     preact: bool = option(False, _boolean, "True or False",
                           "pre-activation blocks (ResNet v2): BN and ReLU open each block",
@@ -168,6 +176,21 @@ class ResNetConfig:
     se_ratio: float = option(0.0, _interval(0, 1), "a number in [0, 1]",
                              "squeeze-and-excitation on every residual branch; 0 for none",
                              BLOCK)
+    se_divisor: int = option(
+        1, _positive, "an int >= 1",
+        "squeeze width rounding: 1 rounds channels * se_ratio (Hu et al.); 8 makes it a "
+        "multiple of 8, at least 8 (timm's SE)", BLOCK)
+    eca: bool = option(False, _boolean, "True or False; not with se_ratio > 0",
+                       "efficient channel attention (Wang et al. 2020, timm's ecaresnet): a "
+                       "1-D conv across channels, its kernel size set by the width", BLOCK)
+    anti_alias: Optional[str] = option(
+        None, _choice(ANTI_ALIAS), "None, 'avg' or 'blur'; not with preact=True",
+        "downsample after the 3x3 conv at stride 1: a 2x2 average pool (timm's resnetaa) or "
+        "a [1, 2, 1] binomial blur (resnetblur), in the blocks and the stem", BLOCK)
+    drop_path_rate: float = option(
+        0.0, _interval(0, 1, high_open=True), "a number in [0, 1)",
+        "stochastic depth: each residual branch is dropped per sample in training, the rate "
+        "rising linearly from 0 at the first block to this at the last", BLOCK)
     zero_init_residual: bool = option(
         False, _boolean, "True or False; not with preact=True",
         "the last BN of each residual branch starts with gamma = 0", BLOCK)
@@ -177,9 +200,10 @@ class ResNetConfig:
                                  "pool, fc{classes}; None: no head", HEAD)
     classes: int = option(10, _positive, "an int >= 1", "classes of the classifier head",
                           HEAD)
-    pooling: Optional[str] = option(None, _choice(POOLINGS), "None, 'avg' or 'max'",
-                                    "without a head: global pooling of the last stage",
-                                    HEAD)
+    pooling: Optional[str] = option(
+        None, _choice(POOLINGS), "None, 'avg', 'max', 'avgmax' or 'catavgmax'",
+        "without a head: global pooling of the last stage; avgmax: the mean of average and "
+        "max pooling, catavgmax: both concatenated (twice the channels)", HEAD)
     outputs: str = option("final", _choice(OUTPUTS), "'final' or 'stages' (headless only)",
                           "stages: the feature maps C2..C5 as a dict of outputs", HEAD)
     classifier_activation: Union[None, str, Callable] = option(
@@ -200,6 +224,12 @@ class ResNetConfig:
     bn_momentum: float = option(BN_MOMENTUM, _interval(0, 1, high_open=True),
                                 "a number in [0, 1)",
                                 "momentum of every BatchNormalization (PyTorch's 0.1)", LAYER)
+    norm: str = option("batch", _choice(NORMS), "'batch' or 'group'",
+                       "BatchNormalization, or GroupNormalization (Wu & He 2018, timm's "
+                       "resnet50_gn) for small batches; bn_epsilon is the epsilon of both",
+                       LAYER)
+    norm_groups: int = option(32, _positive, "an int >= 1 dividing every normalised width",
+                              "groups of every GroupNormalization (norm='group')", LAYER)
     kernel_initializer: Any = option(
         KERNEL_INITIALIZER, lambda v, n: validation.kernel_initializer(v),
         "a Keras initializer or its name", "initializer of every Conv2D kernel", LAYER)
@@ -264,8 +294,35 @@ class ResNetConfig:
                              "pre-activation branch ends in a conv, not a BN whose gamma could "
                              "start at zero.")
         if self.stem == "cifar" and self.stem_pool != "zeros":
-            raise ValueError(f"`stem_pool`={self.stem_pool!r} sets the padding of the stem's "
-                             "max pooling, and `stem`='cifar' has none: leave it 'zeros'.")
+            raise ValueError(f"`stem_pool`={self.stem_pool!r} sets the stem's downsampling, "
+                             "and `stem`='cifar' has none: leave it 'zeros'.")
+        if self.preact and self.stem_pool == "conv":
+            raise ValueError("`stem_pool`='conv' (ResNet-RS: conv, BN, ReLU) does not go with "
+                             "`preact=True`, whose stem ends in a bare conv.")
+        if self.eca and self.se_ratio:
+            raise ValueError(f"`eca=True` and `se_ratio`={self.se_ratio} are two channel "
+                             "attentions on the same branch; pick one.")
+        if self.anti_alias is not None:
+            if self.preact:
+                raise ValueError(f"`anti_alias`={self.anti_alias!r} is built for post-"
+                                 "activation blocks (timm's resnetaa/resnetblur); it does not "
+                                 "go with `preact=True`.")
+            if self.block_type == "bottleneck" and self.stride_on != "3x3":
+                raise ValueError(f"`anti_alias`={self.anti_alias!r} downsamples after a "
+                                 "bottleneck's 3x3 conv: it needs `stride_on`='3x3'. "
+                                 f"Received: stride_on={self.stride_on!r}")
+            if self.stem_pool == "ignore":
+                raise ValueError(f"`anti_alias`={self.anti_alias!r} replaces the stem's "
+                                 "strided max pool, whose padding `stem_pool`='ignore' sets; "
+                                 "leave stem_pool 'zeros' (or 'conv').")
+        if self.output_stride is not None and self.stride_block != "first":
+            raise ValueError(f"`output_stride`={self.output_stride} dilates the stages that "
+                             "would stride in their first block; it needs "
+                             "`stride_block`='first'.")
+        if self.drop_path_rate and sum(resolved["blocks"]) < 2:
+            raise ValueError(f"`drop_path_rate`={self.drop_path_rate} rises from 0 at the "
+                             "first block to its value at the last, so it needs at least two "
+                             f"blocks; `blocks`={resolved['blocks']} has one.")
         if self.outputs == "stages" and self.head is not None:
             raise ValueError("`outputs`='stages' builds a headless backbone: pass "
                              "`include_top=False` (or `head=None`) with it.")
@@ -338,7 +395,9 @@ class ResNetConfig:
                                                         (True, "3x3", "last")),
             "shortcut": self.shortcut == "B", "groups": self.groups == 1,
             "width_per_group": self.width_per_group == BASE_WIDTH,
-            "se_ratio": not self.se_ratio, "middle_kernel_size": self.middle_kernel_size ==
+            "se_ratio": not self.se_ratio, "eca": not self.eca,
+            "anti_alias": self.anti_alias is None, "output_stride": self.output_stride is None,
+            "norm": self.norm == "batch", "middle_kernel_size": self.middle_kernel_size ==
             (3, 3), "use_bias": self.use_bias, "head": self.head in ("fc", None)}
         return [argument for argument, ok in wanted.items() if not ok]
 
@@ -387,6 +446,10 @@ class BlockStyle:
     shortcut: str = "B"
     groups: int = 1
     se_ratio: float = 0.0
+    se_divisor: int = 1
+    eca: bool = False
+    anti_alias: Optional[str] = None
+    drop_path_rate: float = 0.0
     zero_init_residual: bool = False
 
     @classmethod
@@ -399,6 +462,32 @@ class BlockStyle:
     def strided_conv(self, n_convs):
         """Index of the conv of the residual branch that carries the stride."""
         return 1 if n_convs == 3 and self.stride_on == "3x3" else 0
+
+    def squeeze_width(self, channels):
+        """Width of the squeeze conv of squeeze-and-excitation on ``channels``: rounded
+        (``se_divisor=1``) or, as timm's SE, to the nearest multiple of ``se_divisor`` and
+        at least that.
+
+        >>> rounded, timm = BlockStyle(se_ratio=1/16), BlockStyle(se_ratio=1/16, se_divisor=8)
+        >>> rounded.squeeze_width(64), timm.squeeze_width(64)
+        (4, 8)
+        """
+        if self.se_divisor == 1:
+            return max(1, round(channels * self.se_ratio))
+        d = self.se_divisor
+        return max(d, int(channels * self.se_ratio + d / 2) // d * d)
+
+    @staticmethod
+    def eca_kernel(channels):
+        """Kernel size of efficient channel attention on ``channels`` (Wang et al. 2020,
+        gamma 2, beta 1): the odd number nearest above ``(log2(channels) + 1) / 2``, at
+        least 3.
+
+        >>> [BlockStyle.eca_kernel(c) for c in (64, 256, 2048)]
+        [3, 5, 7]
+        """
+        t = int(abs(math.log(channels, 2) + 1) / 2)
+        return max(t if t % 2 else t + 1, 3)
 
     def shortcut_kind(self, in_channels, out_channels, strides):
         """``identity``, ``subsample``, ``zeros`` (A), ``projection`` or ``avg_projection``."""
@@ -421,6 +510,12 @@ class BlockPlan:
     filters: tuple
     strides: int
     shortcut: str
+    #: Stochastic depth rate of the residual branch (0: no drop-path layer).
+    drop_path: float = 0.0
+    #: Dilation of the 3x3 convs; the block's first 3x3 conv has ``first_dilation`` (the
+    #: previous stage's, where a stage starts to dilate instead of striding).
+    dilation: int = 1
+    first_dilation: int = 1
 
     def names(self, prefix=""):
         return naming.BlockNames(self.stage, self.label, prefix)
@@ -464,6 +559,9 @@ def _make_plan(config):
     channels = config.stem_width[-1]
     stages = []
     n_stages = len(config.blocks)
+    total_blocks, block_index = sum(config.blocks), 0
+    net_stride, dilation = STEM_STRIDES[config.stem], 1
+    _check_groups(config, "stem_width", config.stem_width)
     for index, (n_blocks, width) in enumerate(zip(config.blocks, config.widths)):
         stage = FIRST_STAGE + index
         numbered = None if custom else (stage in row.numbered_stages or None)
@@ -475,10 +573,18 @@ def _make_plan(config):
                 f"gives stage {stage}'s bottlenecks a middle width of int({width} * "
                 f"{config.width_per_group} / {BASE_WIDTH}) = 0 per group; the width times "
                 f"`width_per_group` must be at least {BASE_WIDTH}.")
+        _check_groups(config, f"widths[{index}]", filters)
         stage_plan = []
+        # As timm's make_blocks: a stage that would pass the output stride dilates instead.
+        previous_dilation = dilation
+        if index > 0 and config.stride_block == "first":
+            if config.output_stride is not None and net_stride >= config.output_stride:
+                dilation *= 2
+            else:
+                net_stride *= 2
         for i, label in enumerate(naming.stage_labels(n_blocks, numbered)):
             if config.stride_block == "first":
-                strides = 2 if i == 0 and index > 0 else 1
+                strides = 2 if i == 0 and index > 0 and dilation == previous_dilation else 1
             else:
                 strides = 2 if i == n_blocks - 1 and index < n_stages - 1 else 1
             shortcut = style.shortcut_kind(channels, filters[-1], (strides, strides))
@@ -489,11 +595,26 @@ def _make_plan(config):
                 raise ValueError(f"`shortcut`='A' pads channels with zeros, so it cannot shrink "
                                  f"{channels} channels to {filters[-1]} in stage {stage}; "
                                  f"{narrows}.")
-            stage_plan.append(BlockPlan(stage, label, filters, strides, shortcut))
+            # timm's linear rule: 0 at the first block, drop_path_rate at the last.
+            rate = config.drop_path_rate * (block_index / (total_blocks - 1)) \
+                if config.drop_path_rate else 0.0
+            stage_plan.append(BlockPlan(stage, label, filters, strides, shortcut, rate,
+                                        dilation, previous_dilation if i == 0 else dilation))
             channels = filters[-1]
+            block_index += 1
         stages.append(tuple(stage_plan))
     return Plan(depth_of(config.blocks, config.block_type), config.block_type, config.blocks,
                 config.widths, config.stem, config.stem_width, style, tuple(stages))
+
+
+def _check_groups(config, name, widths):
+    if config.norm != "group":
+        return
+    bad = [w for w in widths if w % config.norm_groups]
+    if bad:
+        raise ValueError(f"`norm`='group' splits every normalised width into `norm_groups`="
+                         f"{config.norm_groups} groups, and `{name}` gives the width {bad[0]}, "
+                         "which it does not divide.")
 
 
 def _count(config):
@@ -508,6 +629,8 @@ def _count(config):
 
     def bn(channels):
         nonlocal moving
+        if config.norm == "group":  # gamma and beta, no moving statistics
+            return 2 * channels
         moving += 2 * channels
         return 4 * channels
 
@@ -519,7 +642,10 @@ def _count(config):
         if not (preact and last):
             total += bn(width)
         channels = width
+    if config.stem_pool == "conv":
+        total += conv(channels, channels, (3, 3)) + bn(channels)
     k = config.middle_kernel_size
+    style = config.style
     for stage in config.plan.stages:
         for block in stage:
             filters = block.filters
@@ -534,8 +660,10 @@ def _count(config):
                 if not (preact and last):
                     total += bn(f)
                 c_in = f
+            if config.eca:
+                total += style.eca_kernel(filters[-1])
             if config.se_ratio:
-                squeeze = max(1, round(filters[-1] * config.se_ratio))
+                squeeze = style.squeeze_width(filters[-1])
                 total += conv(filters[-1], squeeze, (1, 1), with_bias=True)
                 total += conv(squeeze, filters[-1], (1, 1), with_bias=True)
             if block.shortcut in ("projection", "avg_projection"):

@@ -22,22 +22,54 @@ def feature_maps(model: keras.Model, *, prefix: Optional[str] = None) -> Dict[st
     >>> {k: tuple(v.shape) for k, v in maps.items()}["C5"]
     (None, 2, 2, 512)
     """
+    return {key: tensor for key, (tensor, _) in _levels(model, prefix).items()}
+
+
+def feature_strides(model: keras.Model, *, prefix: Optional[str] = None) -> Dict[str, int]:
+    """The stride of each level of :func:`feature_maps`: ``2**k`` for ``C{k}``, except in
+    stages that dilate instead of striding (``output_stride``), which keep the stride of
+    the level before them.
+
+    >>> import kresnet
+    >>> feature_strides(kresnet.create_resnet((64, 64, 3), 10, 18, head=None, output_stride=8))
+    {'C2': 4, 'C3': 8, 'C4': 8, 'C5': 8}
+    """
+    return {key: stride for key, (_, stride) in _levels(model, prefix).items()}
+
+
+def _levels(model, prefix):
     prefix = inspection.find_prefix(model, prefix, "feature_maps")
     found = inspection.parsed(model, prefix)
     roles = {(name.part, name.role, name.base, name.branch): layer for layer, name in found}
     stride = 4 if ("stem", "pool", None, None) in roles else 1
-    levels = {}
+    level = int(math.log2(stride))
+    stages = {}
     for layer, name in found:
         if name.role != "sum" or not isinstance(layer, layers.Add):
             continue
         # A post-activation block ends in ``res2a_relu``; a pre-activation one in the sum.
         out = roles.get(("block", "out", name.base, None), layer)
-        strided = [roles[key].strides for key in (("block", "conv", name.base, "2a"),
-                                                  ("block", "conv", name.base, "2b"))
-                   if key in roles]
-        stride *= max(max(s) for s in strided) if strided else 1
-        levels[f"C{int(math.log2(stride))}"] = out.output
+        strided = [max(roles[key].strides) for key in
+                   [("block", role, name.base, branch) for branch in ("2a", "2b")
+                    for role in ("conv", "aa", "aa_stride")] if key in roles
+                   and isinstance(roles[key], (layers.Conv2D, layers.AveragePooling2D,
+                                               layers.MaxPooling2D))]
+        dilated = any(max(roles[key].dilation_rate) > 1 for key in
+                      [("block", "conv", name.base, b) for b in ("2a", "2b")] if key in roles)
+        stages.setdefault(name.stage, []).append((out, max(strided) if strided else 1,
+                                                  dilated))
+    levels = {}
+    for index, stage in enumerate(sorted(stages)):
+        blocks = stages[stage]
+        if index and all(step == 1 for _, step, _ in blocks) and \
+                any(dilated for _, _, dilated in blocks):
+            level += 1  # a stage that dilates instead of striding: the next level
+        for out, step, _ in blocks:
+            stride *= step
+            if step > 1:
+                level = int(math.log2(stride))
+            levels[f"C{level}"] = (out.output, stride)
     post = roles.get(("post", "relu", None, None))
     if post is not None:
-        levels[f"C{int(math.log2(stride))}"] = post.output
+        levels[f"C{level}"] = (post.output, stride)
     return levels

@@ -7,15 +7,23 @@ from kresnet.naming import HeadNames
 
 
 def pool(x, pooling, options):
-    """``None`` keeps the 4D feature map; ``"avg"``/``"max"`` pool it globally."""
+    """``None`` keeps the 4D feature map; ``"avg"``/``"max"`` pool it globally;
+    ``"avgmax"`` is the mean of both, ``"catavgmax"`` both side by side (timm's pools)."""
     names = HeadNames(options.name_prefix)
-    if pooling == "avg":
-        return layers.GlobalAveragePooling2D(data_format=options.data_format,
-                                             name=names.avg_pool)(x)
-    if pooling == "max":
-        return layers.GlobalMaxPooling2D(data_format=options.data_format,
-                                         name=names.max_pool)(x)
-    return x
+    if pooling is None:
+        return x
+    pooled = []
+    if pooling in ("avg", "avgmax", "catavgmax"):
+        pooled.append(layers.GlobalAveragePooling2D(data_format=options.data_format,
+                                                    name=names.avg_pool)(x))
+    if pooling in ("max", "avgmax", "catavgmax"):
+        pooled.append(layers.GlobalMaxPooling2D(data_format=options.data_format,
+                                                name=names.max_pool)(x))
+    if pooling == "avgmax":
+        return layers.Average(name=names.avgmax_pool)(pooled)
+    if pooling == "catavgmax":
+        return layers.Concatenate(name=names.catavgmax_pool)(pooled)
+    return pooled[0]
 
 
 def fc_head(x, classes, activation, options):

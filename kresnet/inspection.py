@@ -10,7 +10,7 @@ from typing import Optional
 import keras
 
 from kresnet import naming, validation
-from kresnet.config import FIELDS, ResNetConfig
+from kresnet.config import FIELDS, BlockStyle, ResNetConfig
 from kresnet.depths import BOTTLENECK_EXPANSION, DEPTHS
 
 
@@ -117,8 +117,16 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
         values["stem"] = "deep"
     elif ("stem", "pool", None) not in get:
         values["stem"] = "cifar"
-    if ("stem", "pool_stride", None) in get:
+    stem_pool = get.get(("stem", "pool", None))
+    if isinstance(stem_pool, keras.layers.Conv2D):
+        values["stem_pool"] = "conv"
+    elif ("stem", "pool_stride", None) in get:
         values["stem_pool"] = "ignore"
+    if ("stem", "aa_rows", None) in get or any(key[1] == "aa_rows" for key in get):
+        values["anti_alias"] = "blur"
+    elif isinstance(stem_pool, keras.layers.AveragePooling2D) or \
+            ("stem", "aa", None) in get or any(key[1] == "aa" for key in get):
+        values["anti_alias"] = "avg"
     values["stem_width"] = tuple(conv.filters for conv in stem_convs)
     first = stem_convs[0]
     pad = get.get(("stem", "pad", "a" if deep else None))
@@ -152,10 +160,30 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
                max(conv(stage, label, branch).strides) > 1]
     if bottleneck and any(branch == "2b" for _, _, branch in strided):
         values["stride_on"] = "3x3"
-    se = [get[key] for key in get if key[1] == "se_squeeze"]
+    if bottleneck and any(key[0] == "block" and key[1] in ("aa", "aa_rows") and
+                          key[3] == "2b" for key in get):
+        values["stride_on"] = "3x3"
+    se = [(conv(*block, last).filters, get[("block", "se_squeeze", f"{block[0]}{block[1]}",
+                                            None)].filters)
+          for block in blocks if ("block", "se_squeeze", f"{block[0]}{block[1]}", None) in get]
     if se:
-        scale = conv(*blocks[0], last)
-        values["se_ratio"] = se[0].filters / scale.filters
+        # The widest block rounds least: its ratio, then the rounding all blocks agree on.
+        values["se_ratio"] = se[-1][1] / se[-1][0]
+        for divisor in (1, 8, 16, 4, 2):
+            values["se_divisor"] = divisor
+            if all(BlockStyle(se_ratio=values["se_ratio"], se_divisor=divisor)
+                   .squeeze_width(c) == w for c, w in se):
+                break
+    values["eca"] = any(key[1] == "eca_conv" for key in get)
+    rates = [float(layer.rate) for key, layer in get.items() if key[1] == "drop_path"]
+    if rates:
+        values["drop_path_rate"] = max(rates)
+    dilations = [max(layer.dilation_rate) for key, layer in get.items()
+                 if key[0] == "block" and key[1] == "conv"]
+    if dilations and max(dilations) > 1:
+        # Stride of the undilated net over the largest dilation.
+        stride = (4 if ("stem", "pool", None) in get else 1) * 2 ** (len(labels) - 1)
+        values["output_stride"] = stride // max(dilations)
     final_bn = get.get(("block", "bn", f"{blocks[0][0]}{blocks[0][1]}", last))
     if final_bn is not None and type(final_bn.gamma_initializer).__name__ == "Zeros":
         values["zero_init_residual"] = True
@@ -164,6 +192,11 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
                if isinstance(layer, keras.layers.BatchNormalization)), None)
     if bn is not None:
         values["bn_epsilon"], values["bn_momentum"] = float(bn.epsilon), float(bn.momentum)
+    gn = next((layer for layer, _ in found
+               if isinstance(layer, keras.layers.GroupNormalization)), None)
+    if gn is not None:
+        values["norm"], values["norm_groups"] = "group", int(gn.groups)
+        values["bn_epsilon"] = float(gn.epsilon)
     values["kernel_initializer"] = _initializer(first)
     regularizer = first.kernel_regularizer
     if regularizer is not None:
@@ -171,8 +204,7 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
     values.update(_head(model, get))
     # Which block of a stage strides, and the shortcut option, are read by comparing the
     # plan of each candidate with what the blocks hold.
-    seen = [[(max(max(conv(s, label, b).strides) for b in ("2a", "2b")
-                  if conv(s, label, b) is not None), _shortcut_kind(get, s, label))
+    seen = [[(_block_stride(get, conv, s, label), _shortcut_kind(get, s, label))
              for label in stage_labels_] for s, stage_labels_ in enumerate(labels, start=2)]
     for shortcut in ("B", "A", "avg", "C"):
         for stride_block in ("first", "last"):
@@ -194,12 +226,25 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
 def _planned(config):
     """Per block, its stride and the shortcut kind a reader of its layers sees."""
     def visible(block):
-        if block.shortcut == "avg_projection" and block.strides == 1:
+        if block.shortcut == "avg_projection" and block.strides == 1 and block.dilation == 1:
             return "projection"  # no pooling where nothing is downsampled
         return block.shortcut
 
     return [[(block.strides, visible(block)) for block in stage]
             for stage in config.plan.stages]
+
+
+def _block_stride(get, conv, stage, label):
+    """The stride of a block: its strided conv's, or its anti-aliasing's."""
+    base = f"{stage}{label}"
+    strides = [max(conv(stage, label, b).strides) for b in ("2a", "2b")
+               if conv(stage, label, b) is not None]
+    for branch in ("2a", "2b"):
+        for role in ("aa", "aa_stride"):
+            layer = get.get(("block", role, base, branch))
+            if isinstance(layer, (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)):
+                strides.append(max(layer.strides))
+    return max(strides)
 
 
 def _shortcut_kind(get, stage, label):
@@ -244,10 +289,10 @@ def _head(model, get):
     values = {}
     if head is None:
         values["head"] = None
-        if ("head", "avg_pool", None) in get:
-            values["pooling"] = "avg"
-        elif ("head", "max_pool", None) in get:
-            values["pooling"] = "max"
+        for pooling in ("catavgmax", "avgmax", "avg", "max"):
+            if ("head", f"{pooling}_pool", None) in get:
+                values["pooling"] = pooling
+                break
         if isinstance(model.output, dict):
             values["outputs"] = "stages"
         return values

@@ -22,9 +22,19 @@ LETTERS = string.ascii_lowercase
 
 #: The input layer of every model.
 INPUT = "input"
-#: Pooling layers of headless models (``pooling="avg"``/``"max"``) and of every head.
+#: Pooling layers of headless models (``pooling="avg"``/``"max"``) and of every head;
+#: ``avgmax`` averages the two, ``catavgmax`` concatenates them.
 AVG_POOL = "avg_pool"
 MAX_POOL = "max_pool"
+AVGMAX_POOL = "avgmax_pool"
+CATAVGMAX_POOL = "catavgmax_pool"
+#: The layers of a binomial blur (anti_alias="blur"), after the name of what it
+#: anti-aliases: per axis a 2-pool (``pair``), a pad-excluding 2-pool (``mean``), the first
+#: row or column (``edge``) and their join, then the subsampling (``stride``).
+BLUR_ROLES = ("rows_pair", "rows_mean", "rows_edge", "rows", "cols_pair", "cols_mean",
+              "cols_edge", "cols", "stride")
+#: Efficient channel attention's layers: pool, reshape, conv (1-D, sigmoid), expand, scale.
+ECA_ROLES = ("pool", "reshape", "conv", "expand", "scale")
 
 
 def block_label(index, n_blocks, numbered=None):
@@ -86,14 +96,21 @@ class StemNames:
         return f"{self.prefix}conv1{part}_relu"
 
     pool_pad = _prefixed("pool1_pad")
+    #: The stem's downsampling: a max pool, the 2x2 average pool of anti_alias="avg", or
+    #: the 3x3 conv of stem_pool="conv" (with ``pool_bn`` and ``pool_relu``).
     pool = _prefixed("pool1")
     pool_stride = _prefixed("pool1_stride")
+    pool_bn = _prefixed("bn_pool1")
+    pool_relu = _prefixed("pool1_relu")
+    #: The blur after the stem's stride-1 pooling (anti_alias="blur"), see :func:`blur`.
+    pool_aa = _prefixed("pool1_aa")
     #: Pre-activation nets end their last stage with one BN and ReLU.
     post_bn = _prefixed("bn_post")
     post_relu = _prefixed("post_relu")
 
     def all(self):
-        names = [self.pool_pad, self.pool, self.pool_stride, self.post_bn, self.post_relu]
+        names = [self.pool_pad, self.pool, self.pool_stride, self.pool_bn, self.pool_relu,
+                 self.post_bn, self.post_relu, *blur(self.pool_aa).values()]
         for part in ("", "a", "b", "c"):
             names += [self.conv_pad(part), self.conv(part), self.bn(part), self.relu(part)]
         return names
@@ -153,6 +170,20 @@ class BlockNames:
         """Squeeze-and-excitation: ``pool``, ``squeeze``, ``excite``, ``scale``."""
         return f"{self.prefix}res{self.base}_se_{role}"
 
+    def eca(self, role):
+        """Efficient channel attention: one of :data:`ECA_ROLES`."""
+        return f"{self.prefix}res{self.base}_eca_{role}"
+
+    def aa(self, branch):
+        """The anti-aliasing after the strided conv of ``branch`` (``res3a_branch2b_aa``):
+        the average pool itself, or the name the blur's layers extend (:func:`blur`)."""
+        return f"{self.prefix}res{self.base}_branch{branch}_aa"
+
+    @property
+    def drop_path(self):
+        """Stochastic depth: a per-sample Dropout on the residual branch."""
+        return f"{self.prefix}res{self.base}_drop_path"
+
     @property
     def sum(self):
         return f"{self.prefix}res{self.base}"
@@ -166,14 +197,27 @@ class BlockNames:
         names = [self.sum, self.out, self.preact_bn, self.preact_relu]
         names += [self.shortcut(r) for r in ("pool", "permute", "zeros", "unpermute")]
         names += [self.se(r) for r in ("pool", "squeeze", "excite", "scale")]
+        names += [self.eca(r) for r in ECA_ROLES] + [self.drop_path]
         for branch in self.BRANCHES:
             names += [self.conv(branch), self.bn(branch), self.relu(branch), self.pad(branch)]
+            if branch != "1":  # the shortcut is never anti-aliased
+                names += [self.aa(branch), *blur(self.aa(branch)).values()]
         return names
+
+
+def blur(base):
+    """Role -> name of each layer of a blur (:data:`BLUR_ROLES`) after ``base``.
+
+    >>> blur("res3a_branch2b_aa")["rows_mean"], blur("pool1_aa")["stride"]
+    ('res3a_branch2b_aa_rows_mean', 'pool1_aa_stride')
+    """
+    return {role: f"{base}_{role}" for role in BLUR_ROLES}
 
 
 #: The layers of the heads by role, without prefix; each dropout is named after the Dense
 #: layer it feeds.
-HEAD_ROLES = {"avg_pool": AVG_POOL, "max_pool": MAX_POOL, "hidden": "fc_01",
+HEAD_ROLES = {"avg_pool": AVG_POOL, "max_pool": MAX_POOL, "avgmax_pool": AVGMAX_POOL,
+              "catavgmax_pool": CATAVGMAX_POOL, "hidden": "fc_01",
               "final": "fc_final", "dropout_hidden": "dropout_fc_01",
               "dropout_final": "dropout_fc_final"}
 
@@ -194,6 +238,8 @@ class HeadNames:
 
     avg_pool = _prefixed(HEAD_ROLES["avg_pool"])
     max_pool = _prefixed(HEAD_ROLES["max_pool"])
+    avgmax_pool = _prefixed(HEAD_ROLES["avgmax_pool"])
+    catavgmax_pool = _prefixed(HEAD_ROLES["catavgmax_pool"])
     hidden = _prefixed(HEAD_ROLES["hidden"])
     final = _prefixed(HEAD_ROLES["final"])
     dropout_hidden = _prefixed(HEAD_ROLES["dropout_hidden"])
@@ -224,7 +270,10 @@ def pooling_of(names, prefix=""):
     """
     names = set(names)
     head = HeadNames(prefix)
-    return "avg" if head.avg_pool in names else "max" if head.max_pool in names else None
+    for pooling in ("catavgmax", "avgmax", "avg", "max"):
+        if getattr(head, f"{pooling}_pool") in names:
+            return pooling
+    return None
 
 
 def input_name(prefix=""):
@@ -339,7 +388,8 @@ _TORCH_STEM = {"": ("conv1", "bn1"), "a": ("conv1.0", "conv1.1"), "b": ("conv1.3
 _TORCH_BRANCH = {"2a": "1", "2b": "2", "2c": "3"}
 
 
-def torch_names(labels, deep_stem=False, avg_shortcut=False, classes=None, prefix=""):
+def torch_names(labels, deep_stem=False, avg_shortcut=False, classes=None, prefix="",
+                anti_alias=False):
     """Map kresnet layer names to the module names of torchvision's and timm's ResNets
     (``layer3.5.conv2``), whose state_dict keys add ``.weight``, ``.bias``,
     ``.running_mean`` and ``.running_var``.
@@ -347,7 +397,9 @@ def torch_names(labels, deep_stem=False, avg_shortcut=False, classes=None, prefi
     ``labels``: the block labels of each stage, from stage 2 on (torch's ``layer1``); blocks
     count from 0 there. The shortcut's conv and BN are ``downsample.0`` and ``.1``, or
     ``.1`` and ``.2`` behind timm's average pooling (``avg_shortcut``); squeeze-and-excitation
-    is timm's ``se.fc1`` and ``se.fc2``; the ``classes``-way classifier is ``fc``.
+    is timm's ``se.fc1`` and ``se.fc2``, efficient channel attention ``se.conv``; ResNet-RS's
+    stem conv and BN are ``maxpool.0`` and ``.1`` (``.2`` behind ``anti_alias``); the
+    ``classes``-way classifier is ``fc``.
 
     >>> names = torch_names([["a", "b"]], deep_stem=True, classes=1000)
     >>> names["bn_conv1c"], names["res2b_branch2c"], names["bn2a_branch1"], names["fc1000"]
@@ -358,6 +410,7 @@ def torch_names(labels, deep_stem=False, avg_shortcut=False, classes=None, prefi
     for part in ("a", "b", "c") if deep_stem else ("",):
         conv, bn = _TORCH_STEM[part]
         mapping[stem.conv(part)], mapping[stem.bn(part)] = conv, bn
+    mapping[stem.pool], mapping[stem.pool_bn] = "maxpool.0", f"maxpool.{2 if anti_alias else 1}"
     shortcut = ("downsample.1", "downsample.2") if avg_shortcut else ("downsample.0",
                                                                         "downsample.1")
     for stage, stage_block_labels in enumerate(labels, start=2):
@@ -370,6 +423,7 @@ def torch_names(labels, deep_stem=False, avg_shortcut=False, classes=None, prefi
             mapping[ours.bn("1")] = f"{theirs}.{shortcut[1]}"
             mapping[ours.se("squeeze")] = f"{theirs}.se.fc1"
             mapping[ours.se("excite")] = f"{theirs}.se.fc2"
+            mapping[ours.eca("conv")] = f"{theirs}.se.conv"
     if classes is not None:
         mapping[HeadNames(prefix).fc(classes)] = "fc"
     return mapping
@@ -441,6 +495,10 @@ _BLOCK_PATTERNS = [
     (re.compile(rf"^bn{_LABEL_TEXT}_preact$"), "preact_bn"),
     (re.compile(rf"^res{_LABEL_TEXT}_preact_relu$"), "preact_relu"),
     (re.compile(rf"^res{_LABEL_TEXT}_se_(?P<role>pool|squeeze|excite|scale)$"), "se_"),
+    (re.compile(rf"^res{_LABEL_TEXT}_eca_(?P<role>{'|'.join(ECA_ROLES)})$"), "eca_"),
+    (re.compile(rf"^res{_LABEL_TEXT}_branch(?P<branch>2[abc])_aa"
+                rf"(?:_(?P<role>{'|'.join(BLUR_ROLES)}))?$"), "aa"),
+    (re.compile(rf"^res{_LABEL_TEXT}_drop_path$"), "drop_path"),
     (re.compile(rf"^res{_LABEL_TEXT}_relu$"), "out"),
     (re.compile(rf"^res{_LABEL_TEXT}$"), "sum"),
 ]
@@ -453,8 +511,11 @@ def _roles():
     stem = StemNames()
     roles = {INPUT: ("input", "input"), stem.pool: ("stem", "pool"),
              stem.pool_pad: ("stem", "pool_pad"), stem.pool_stride: ("stem", "pool_stride"),
+             stem.pool_bn: ("stem", "pool_bn"), stem.pool_relu: ("stem", "pool_relu"),
+             stem.pool_aa: ("stem", "aa"),
              stem.post_bn: ("post", "bn"),
              stem.post_relu: ("post", "relu")}
+    roles.update({name: ("stem", f"aa_{role}") for role, name in blur(stem.pool_aa).items()})
     roles.update({name: ("head", role) for role, name in HEAD_ROLES.items()})
     fixed = PreprocessNames()
     roles.update({fixed.bgr: ("preprocess", "bgr"), fixed.rescale: ("preprocess", "rescale"),
@@ -498,8 +559,12 @@ def parse(name: str, prefix: str = "") -> Optional[Name]:
         if match:
             groups = match.groupdict()
             found = groups.get("role")
-            role = found if role is None else (role + found if role == "se_" else
-                                               (found or role))
+            if role in ("se_", "eca_"):
+                role += found
+            elif role == "aa":
+                role = f"aa_{found}" if found else "aa"
+            else:
+                role = found if role is None else (found or role)
             return Name("block", role, stage=int(groups["stage"]), block=groups["block"],
                         branch=groups.get("branch"), prefix=prefix)
     return None

@@ -26,6 +26,8 @@ class Options:
     kernel_initializer: object = KERNEL_INITIALIZER
     name_prefix: str = ""
     weight_decay: float = 0.0
+    norm: str = "batch"
+    norm_groups: int = 32
     data_format: str = None
 
     def __post_init__(self):
@@ -52,7 +54,7 @@ class Options:
         return 1 if self.data_format == "channels_first" else -1
 
     def conv(self, x, filters, kernel_size, strides, name, pad_name=None, groups=1,
-             use_bias=None, activation=None):
+             use_bias=None, activation=None, dilation=1):
         """Conv2D; a strided conv wider than 1x1 gets explicit symmetric zero padding.
 
         TensorFlow's ``padding="same"`` pads a strided conv on the bottom/right only;
@@ -68,11 +70,18 @@ class Options:
             padding = "valid"
         return layers.Conv2D(
             filters, kernel_size, strides=strides, padding=padding, groups=groups,
-            activation=activation, use_bias=self.use_bias if use_bias is None else use_bias,
+            dilation_rate=dilation, activation=activation,
+            use_bias=self.use_bias if use_bias is None else use_bias,
             kernel_initializer=self.kernel_initializer, kernel_regularizer=self.regularizer(),
             data_format=self.data_format, name=name)(x)
 
     def bn(self, x, name, zero_gamma=False):
+        """The normalisation layer (``norm``): BatchNormalization or GroupNormalization,
+        named ``bn...`` either way, as the Caffe names call every normalisation."""
+        if self.norm == "group":
+            return layers.GroupNormalization(
+                self.norm_groups, axis=self.bn_axis, epsilon=self.bn_epsilon,
+                gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
         return layers.BatchNormalization(
             axis=self.bn_axis, epsilon=self.bn_epsilon, momentum=self.bn_momentum,
             gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)

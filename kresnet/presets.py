@@ -99,6 +99,61 @@ _ROWS = [
     ("seresnet50", 50, "Hu et al. 2018: squeeze-and-excitation, ratio 1/16", 28_088_024,
      _PYTORCHCV, {**_NO_BIAS, "se_ratio": 1 / 16}),
 ]
+# timm's second tier (timm 1.0.31). Convs without bias and stride on the 3x3 throughout.
+_TIMM = "timm 1.0.31 sum(p.numel() for p in model.parameters())"
+_TIMM_SE = {"se_ratio": 1 / 16, "se_divisor": 8}
+_RS = {**_D, "stem_pool": "conv", "se_ratio": 0.25, "se_divisor": 8}
+_TIERED = {**_D, "stem_width": (24, 32, 64)}
+_ROWS += [
+    ("resnet10t", 18, "timm: 1 basic block per stage, tiered deep stem (24, 32, 64), ResNet-D "
+     "shortcuts", 5_435_488, _TIMM, {**_TIERED, "blocks": (1, 1, 1, 1)}),
+    ("resnet14t", 50, "timm: 1 bottleneck per stage, tiered deep stem, ResNet-D shortcuts",
+     10_081_632, _TIMM, {**_TIERED, "blocks": (1, 1, 1, 1)}),
+    ("resnet18d", 18, "ResNet-D with basic blocks", 11_708_744, _TIMM, _D),
+    ("resnet34d", 34, "ResNet-D with basic blocks", 21_816_904, _TIMM, _D),
+    ("resnet26", 50, "timm: 2 bottlenecks per stage", 15_995_176, _TIMM,
+     {**_V1_5, "blocks": (2, 2, 2, 2)}),
+    ("resnet26d", 50, "timm: 2 bottlenecks per stage, ResNet-D", 16_014_408, _TIMM,
+     {**_D, "blocks": (2, 2, 2, 2)}),
+    ("resnet200d", 200, "ResNet-D at depth 200", 64_693_064, _TIMM, _D),
+    ("resnetaa50", 50, "timm: anti-aliased by 2x2 average pools (Zhang 2019)", 25_557_032,
+     _TIMM, {**_V1_5, "anti_alias": "avg"}),
+    ("resnetaa50d", 50, "ResNet-D anti-aliased by average pools", 25_576_264, _TIMM,
+     {**_D, "anti_alias": "avg"}),
+    ("resnetblur50", 50, "timm: anti-aliased by a [1, 2, 1] binomial blur (BlurPool)",
+     25_557_032, _TIMM, {**_V1_5, "anti_alias": "blur"}),
+    ("resnetblur50d", 50, "ResNet-D with the binomial blur", 25_576_264, _TIMM,
+     {**_D, "anti_alias": "blur"}),
+    ("ecaresnet50d", 50, "ResNet-D with efficient channel attention (Wang et al. 2020)",
+     25_576_350, _TIMM, {**_D, "eca": True}),
+    ("ecaresnet101d", 101, "ResNet-D with efficient channel attention", 44_568_563, _TIMM,
+     {**_D, "eca": True}),
+    ("ecaresnet26t", 50, "timm: 2 bottlenecks per stage, tiered stem, ECA", 16_011_916, _TIMM,
+     {**_TIERED, "blocks": (2, 2, 2, 2), "eca": True}),
+    ("seresnet18", 18, "timm's SE-ResNet-18 (squeeze width a multiple of 8)", 11_779_624,
+     _TIMM, {**_V1_5, **_TIMM_SE}),
+    ("seresnet101", 101, "timm's SE-ResNet-101", 49_326_872, _TIMM, {**_V1_5, **_TIMM_SE}),
+    ("seresnext50_32x4d", 50, "timm's SE-ResNeXt-50 32x4d", 27_559_896, _TIMM,
+     {**_V1_5, **_TIMM_SE, "groups": 32, "width_per_group": 4}),
+    ("resnext50d_32x4d", 50, "ResNeXt-50 32x4d with ResNet-D", 25_048_136, _TIMM,
+     {**_D, "groups": 32, "width_per_group": 4}),
+    ("resnet50_gn", 50, "timm: GroupNorm of 32 groups instead of BatchNorm (Wu & He 2018)",
+     25_557_032, _TIMM, {**_V1_5, "norm": "group", "bn_epsilon": 1e-5}),
+]
+#: ResNet-RS (Bello et al. 2021) as timm builds it: ResNet-D, SE of ratio 1/4, and a 3x3/2
+#: conv instead of the stem's max pool; (blocks, parameters) per depth.
+_RS_DEPTHS = {50: ((3, 4, 6, 3), 35_691_912), 101: ((3, 4, 23, 3), 63_618_696),
+              152: ((3, 8, 36, 3), 86_621_576), 200: ((3, 24, 36, 3), 93_209_992),
+              270: ((4, 29, 53, 4), 129_861_448), 350: ((4, 36, 72, 4), 163_956_168),
+              420: ((4, 44, 87, 4), 191_891_656)}
+for _depth, (_blocks, _params) in _RS_DEPTHS.items():
+    _ROWS.append((f"resnetrs{_depth}", 50, f"ResNet-RS-{_depth} (Bello et al. 2021, timm)",
+                  _params, _TIMM, {**_RS, "blocks": _blocks}))
+#: The size timm trains each preset at, where it is not 224.
+_SIZES = {"resnet10t": 176, "resnet14t": 176, "resnet101d": 256, "resnet152d": 256,
+          "resnet200d": 256, "ecaresnet26t": 256, "resnetrs50": 160, "resnetrs101": 192,
+          "resnetrs152": 256, "resnetrs200": 256, "resnetrs270": 256, "resnetrs350": 288,
+          "resnetrs420": 320}
 _CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962}
 for _depth, _params in _CIFAR_PARAMS.items():
     _n = (_depth - 2) // 6
@@ -110,7 +165,7 @@ for _depth, _params in _CIFAR_PARAMS.items():
 
 def _preset(name, depth, description, params, source, options):
     cifar = options.get("stem") == "cifar"
-    size = 32 if cifar else 224
+    size = 32 if cifar else _SIZES.get(name, 224)
     config = ResNetConfig(depth=depth, head="fc", classes=10 if cifar else 1000,
                           input_shape=(size, size, 3), name=name, **options)
     return Preset(name, config, description, MappingProxyType(dict(options)), params,

@@ -22,7 +22,8 @@ def _signature(config):
     plan = config.plan
     return (config.preact, plan.block_type, plan.blocks, config.stem == "deep",
             config.shortcut == "avg", bool(config.se_ratio), config.groups,
-            config.width_per_group)
+            config.width_per_group, config.eca, config.stem_pool == "conv", config.norm,
+            config.stem_width)
 
 
 def detect(state: Mapping) -> str:
@@ -59,7 +60,13 @@ def detect(state: Mapping) -> str:
     found = (preact, "bottleneck" if bottleneck else "basic", tuple(blocks),
              "conv1.0.weight" in state, any(k.endswith(".downsample.2.weight") for k in state),
              f"{block(1, 0)}se.fc1.weight" in state, groups,
-             out_channels // groups if bottleneck else 64)
+             out_channels // groups if bottleneck else 64,
+             f"{block(1, 0)}se.conv.weight" in state, "maxpool.0.weight" in state,
+             "group" if "bn1.weight" in state and "bn1.running_mean" not in state else "batch",
+             tuple(int(np.shape(state[key])[0]) for key in
+                   (("conv1.0.weight", "conv1.3.weight", "conv1.6.weight")
+                    if "conv1.0.weight" in state else ("conv1.weight",)) if key in state)
+             or (64,))
     for arch in ARCHITECTURES:
         if _signature(torch_config(arch)) == found:
             return arch

@@ -14,6 +14,7 @@ never win (``"ignore"``, timm's ResNetV2).
 from keras import layers
 
 from kresnet import validation
+from kresnet.downsampling import anti_alias
 from kresnet.config import LAYER_OPTIONS, STEM_WIDTHS, ResNetConfig, keyword_signature, \
     reject_unknown
 from kresnet.naming import StemNames
@@ -23,7 +24,21 @@ from kresnet.options import Options
 OPTIONS = LAYER_OPTIONS + ("stem", "stem_width")
 
 
-def _pool(x, names, options, padding="zeros"):
+def _pool(x, names, options, padding="zeros", aa=None):
+    if padding == "conv":
+        # ResNet-RS: a 3x3 conv, BN and ReLU downsample instead of a max pool; with
+        # anti-aliasing the conv runs at stride 1 and the anti-aliasing strides (timm).
+        channels = validation.channels_of(x, options.data_format)
+        x = options.conv(x, channels, 3, 1 if aa else 2, names.pool, pad_name=names.pool_pad)
+        if aa:
+            x = anti_alias(x, aa, (2, 2), names.pool_aa, options.data_format)
+        return options.relu(options.bn(x, names.pool_bn), names.pool_relu)
+    if aa == "avg":  # timm's resnetaa: a 2x2 average pool instead of the max pool
+        return anti_alias(x, aa, (2, 2), names.pool, options.data_format)
+    if aa == "blur":  # timm's resnetblur: a 3x3/1 max pool, then the blur strides
+        x = layers.MaxPooling2D(3, strides=1, padding="same", data_format=options.data_format,
+                                name=names.pool)(x)
+        return anti_alias(x, aa, (2, 2), names.pool_aa, options.data_format)
     if padding == "ignore":
         # torch's MaxPool2d(3, 2, padding=1), whose padding never wins: a 3x3/1 "same" max
         # pool pads 1 on every side and ignores the padding, then a 1x1/2 pool keeps every
@@ -37,9 +52,10 @@ def _pool(x, names, options, padding="zeros"):
                                name=names.pool)(x)
 
 
-def build_stem(x, stem, widths, options, preact=False, pool="zeros"):
+def build_stem(x, stem, widths, options, preact=False, pool="zeros", aa=None):
     """Build a checked stem (see the module docstring) on ``x``; ``pool`` is the
-    ``stem_pool`` option (the padding of the max pooling)."""
+    ``stem_pool`` option (the padding of the max pooling, or a conv), ``aa`` the
+    ``anti_alias`` option."""
     names = StemNames(options.name_prefix)
     parts = ("a", "b", "c") if stem == "deep" else ("",)
     kernel, first_stride = (7, 2) if stem == "classic" else (3, 2 if stem == "deep" else 1)
@@ -52,7 +68,7 @@ def build_stem(x, stem, widths, options, preact=False, pool="zeros"):
         if preact and last:
             break
         x = options.relu(options.bn(x, names.bn(part)), names.relu(part))
-    return x if stem == "cifar" else _pool(x, names, options, pool)
+    return x if stem == "cifar" else _pool(x, names, options, pool, aa)
 
 
 def do_first_conv(input_tensor, *, filters=64, **options):

@@ -43,16 +43,24 @@ ARCHITECTURES = MappingProxyType({
     "wide_resnet50_2": ("wide_resnet50_2", {}),
     "wide_resnet101_2": ("wide_resnet101_2", {}),
     # timm: ResNet-D (deep stem, average-pooled shortcut), SE, ResNeXt-D
-    "resnet18d": ("resnet18", _D),
-    "resnet34d": ("resnet34", _D),
+    "resnet18d": ("resnet18d", {}),
+    "resnet34d": ("resnet34d", {}),
     "resnet50d": ("resnet50d", {}),
     "resnet101d": ("resnet101d", {}),
     "resnet152d": ("resnet152d", {}),
-    "resnet200d": ("resnet200", {"stride_on": "3x3", **_D}),
+    "resnet200d": ("resnet200d", {}),
     "seresnet50": ("seresnet50", {"stride_on": "3x3"}),
-    "seresnet101": ("resnet101_v1_5", _SE),
-    "seresnext50_32x4d": ("resnext50_32x4d", _SE),
-    "resnext50d_32x4d": ("resnext50_32x4d", _D),
+    "seresnet18": ("seresnet18", {}),
+    "seresnet101": ("seresnet101", {}),
+    "seresnext50_32x4d": ("seresnext50_32x4d", {}),
+    "resnext50d_32x4d": ("resnext50d_32x4d", {}),
+    # timm's second tier: tiered stems, ECA, GroupNorm, ResNet-RS; the anti-aliased nets
+    # have the state_dict of their plain peers (detect names those: pass `arch`).
+    **{name: (name, {}) for name in (
+        "resnet10t", "resnet14t", "resnet26", "resnet26d", "ecaresnet26t", "ecaresnet50d",
+        "ecaresnet101d", "resnet50_gn", "resnetrs50", "resnetrs101", "resnetrs152",
+        "resnetrs200", "resnetrs270", "resnetrs350", "resnetrs420", "resnetaa50",
+        "resnetaa50d", "resnetblur50", "resnetblur50d")},
     # timm: pre-activation ResNets (He et al. 2016, stride on the 3x3 conv)
     "resnetv2_50": ("resnet50v2_paper", _V2),
     "resnetv2_101": ("resnet101v2_paper", _V2),
@@ -115,6 +123,10 @@ def layout(layer):
     OIHW in torch, Dense kernels transposed."""
     if isinstance(layer, keras.layers.BatchNormalization):
         return [(name, None) for name in _BN]
+    if isinstance(layer, keras.layers.GroupNormalization):
+        return [("weight", None), ("bias", None)]
+    if isinstance(layer, keras.layers.Conv1D):  # ECA: (k, 1, 1) in Keras, (1, 1, k) in torch
+        return [("weight", (2, 1, 0))]
     if isinstance(layer, keras.layers.Conv2D):
         kernel = (3, 2, 0, 1)
     elif isinstance(layer, keras.layers.Dense):
@@ -134,7 +146,7 @@ def module_names(model, config, prefix=""):
     else:
         mapping = naming.torch_names(config.plan.labels(), deep_stem=config.stem == "deep",
                                      avg_shortcut=config.shortcut == "avg", classes=classes,
-                                     prefix=prefix)
+                                     prefix=prefix, anti_alias=config.anti_alias is not None)
     names = {}
     for layer in model.layers:
         parsed = naming.parse(layer.name, prefix)

@@ -53,6 +53,10 @@ def randomise(model, seed=0):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
+            if isinstance(module, torch.nn.GroupNorm):
+                n = module.num_channels
+                module.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.3)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
             if isinstance(module, torch.nn.BatchNorm2d):
                 n = module.num_features
                 module.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.3)
@@ -102,11 +106,26 @@ def registry(out, names):
         json.dump(facts, file)
 
 
+def counts(out, names):
+    """timm's own parameter count and training size of each model, built on torch's meta
+    device (shapes without values, so ResNet-RS-420 takes no time)."""
+    import timm  # noqa: PLC0415
+
+    facts = {}
+    for name in names:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+        facts[name] = {"params": sum(p.numel() for p in model.parameters()),
+                       "input_size": list(model.pretrained_cfg["input_size"])}
+    with open(os.path.join(out, "counts.json"), "w", encoding="utf-8") as file:
+        json.dump(facts, file)
+
+
 def main(command, out, spec_path):
     with open(spec_path, encoding="utf-8") as file:
         spec = json.load(file)
-    if command == "registry":
-        registry(out, spec)
+    if command in ("registry", "counts"):
+        (registry if command == "registry" else counts)(out, spec)
         return
     torch.manual_seed(0)
     for arch, entry in spec["archs"].items():

@@ -195,7 +195,8 @@ def reference_of_prefixed(models):
     return _MODELS["reference"]
 
 
-TAKE_A_MODEL = {"count_macs", "describe", "feature_maps", "fold_batchnorm", "config_of",
+TAKE_A_MODEL = {"count_macs", "describe", "feature_maps", "feature_strides", "fold_batchnorm",
+                "config_of",
                 "to_keras_applications", "transfer_weights", "load_weights", "plot_model",
                 "plot_blocks", "export", "save", "to_torch", "freeze"}
 
@@ -258,7 +259,7 @@ def test_counts_tables_and_blocks(models):
 
 def test_feature_maps_and_config_of_pick_a_resnet_by_prefix(models):
     two = models["two"]
-    for function in (kresnet.feature_maps, kresnet.config_of):
+    for function in (kresnet.feature_maps, kresnet.feature_strides, kresnet.config_of):
         with pytest.raises(ValueError, match="holds 2 ResNets .*'a_', 'b_'.*prefix="):
             function(two)
         with pytest.raises(ValueError, match="`prefix`='c_' names no ResNet"):
@@ -267,6 +268,7 @@ def test_feature_maps_and_config_of_pick_a_resnet_by_prefix(models):
     assert {k: tuple(v.shape) for k, v in maps.items()} == {"C2": (None, 16, 16, 8),
                                                              "C3": (None, 8, 8, 16)}
     assert maps["C3"]._keras_history.operation.name == "b_res3a_relu"
+    assert kresnet.feature_strides(two, prefix="b_") == {"C2": 4, "C3": 8}
     assert kresnet.feature_maps(models["prefixed"])["C5"]._keras_history.operation.name == \
         "x_res5c_relu"
     for prefix, part in (("a_", models["a"]), ("b_", models["b"])):

@@ -19,9 +19,11 @@ def test_every_option_is_declared_with_check_allowed_values_and_doc():
         assert meta["group"] in ("network", "block", "head", "layer", "model"), name
         assert spec.type is not dataclasses.MISSING, name
     assert set(LAYER_OPTIONS) == {"use_bias", "bn_epsilon", "bn_momentum",
-                                  "kernel_initializer", "weight_decay", "name_prefix"}
+                                  "kernel_initializer", "weight_decay", "name_prefix",
+                                  "norm", "norm_groups"}
     assert set(BLOCK_OPTIONS) == {"preact", "stride_on", "shortcut", "groups", "se_ratio",
-                                  "zero_init_residual"}
+                                  "zero_init_residual", "se_divisor", "eca", "anti_alias",
+                                  "drop_path_rate"}
 
 
 def test_front_door_signatures_come_from_the_declaration():

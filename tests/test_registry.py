@@ -277,7 +277,8 @@ def test_the_default_preprocessing_follows_the_weights():
     (lambda: kresnet.build("resnet50", weights="tv2_in1k"), ValueError,
      r"'resnet50.tv2_in1k' is 'resnet50_v1_5''s \(kresnet.build\('resnet50_v1_5'"),
     (lambda: kresnet.build("resnet18", weights="resnet18d.ra2_in1k"), ValueError,
-     r"builds as 'resnet18' with stem='deep', shortcut='avg'.*kresnet.pretrained"),
+     r"belongs to 'resnet18d', which kresnet builds as 'resnet18d'.*"
+     r"kresnet.pretrained\('resnet18d.ra2_in1k'\)"),
     (lambda: kresnet.build("resnet18", weights="tv_in1k", bn_epsilon=1e-3), ValueError,
      r"`bn_epsilon`=0.001 does not fit the weights 'resnet18.tv_in1k', which need "
      r"bn_epsilon=1e-05"),
