@@ -73,6 +73,15 @@ FIGURES = {
     "resnext_block": lambda: _block(
         "resnext_block", (56, 56, 256), kresnet.identity_block, 3, (128, 128, 256), 2, "b",
         groups=32, stride_on="3x3"),
+    "drop_path_block": lambda: _block(
+        "drop_path_block", (56, 56, 256), kresnet.identity_block, 3, (64, 64, 256), 2, "b",
+        drop_path_rate=0.1),
+    "blur_block": lambda: _block(
+        "blur_block", (56, 56, 256), kresnet.conv_block, 3, (128, 128, 512), 3, "a",
+        stride_on="3x3", anti_alias="blur"),
+    "eca_block": lambda: _block(
+        "eca_block", (56, 56, 256), kresnet.identity_block, 3, (64, 64, 256), 2, "b",
+        eca=True),
     "stem_classic": lambda: _stem("stem_classic", (224, 224, 3), "classic"),
     "stem_deep": lambda: _stem("stem_deep", (224, 224, 3), "deep"),
     "stem_cifar": lambda: _stem("stem_cifar", (32, 32, 3), "cifar"),
