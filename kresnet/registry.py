@@ -220,6 +220,25 @@ _TIMM = [
     ("resnext50d_32x4d.bt_in1k", 79.672, 224, 288, 0.875, _BC, _I, _A),
     ("resnetv2_50.a1h_in1k", 80.410, 224, 288, 0.95, _BC, _N, _A),
     ("resnetv2_101.a1h_in1k", 82.042, 224, 288, 0.95, _BC, _N, _A),
+    # timm's second tier: tiered stems, ECA, GroupNorm, anti-aliasing, ResNet-RS.
+    ("resnet10t.c3_in1k", 66.724, 176, 224, 0.875, _BC, _I, _A),
+    ("resnet14t.c3_in1k", 71.318, 176, 224, 0.875, _BC, _I, _A),
+    ("resnet26.bt_in1k", 75.298, 224, 288, 0.875, _BC, _I, _A),
+    ("resnet26d.bt_in1k", 76.698, 224, 288, 0.875, _BC, _I, _A),
+    ("ecaresnet26t.ra2_in1k", 78.894, 256, 320, 0.875, _BC, _I, _A),
+    ("ecaresnet50d.miil_in1k", 80.634, 224, 288, 0.875, _BC, _I, _A),
+    ("ecaresnet101d.miil_in1k", 82.180, 224, 288, 0.875, _BC, _I, _A),
+    ("resnet50_gn.a1h_in1k", 80.074, 224, 288, 0.94, _BC, _I, _A),
+    ("resnetaa50.a1h_in1k", 80.614, 224, 288, 0.95, _BC, _I, _A),
+    ("resnetaa50d.sw_in12k_ft_in1k", 81.782, 224, 288, 0.95, _BC, _I, _A),
+    ("resnetblur50.bt_in1k", 79.306, 224, 288, 0.875, _BC, _I, _A),
+    ("resnetrs50.tf_in1k", 77.858, 160, 224, 0.91, _BC, _I, _A),
+    ("resnetrs101.tf_in1k", 80.706, 192, 288, 0.94, _BC, _I, _A),
+    ("resnetrs152.tf_in1k", 82.900, 256, 320, 1.0, _BC, _I, _A),
+    ("resnetrs200.tf_in1k", 83.884, 256, 320, 1.0, _BC, _I, _A),
+    ("resnetrs270.tf_in1k", 83.596, 256, 352, 1.0, _BC, _I, _A),
+    ("resnetrs350.tf_in1k", 84.304, 288, 384, 1.0, _BC, _I, _A),
+    ("resnetrs420.tf_in1k", 84.240, 320, 416, 1.0, _BC, _I, _A),
 ]
 
 _KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -245,6 +264,11 @@ DEFAULT_TAGS = MappingProxyType({
     "resnet152d": "ra2_in1k", "resnet200d": "ra2_in1k", "seresnet50": "a1_in1k",
     "seresnext50_32x4d": "racm_in1k", "resnext50d_32x4d": "bt_in1k",
     "resnetv2_50": "a1h_in1k", "resnetv2_101": "a1h_in1k",
+    "resnet10t": "c3_in1k", "resnet14t": "c3_in1k", "resnet26": "bt_in1k",
+    "resnet26d": "bt_in1k", "ecaresnet26t": "ra2_in1k", "ecaresnet50d": "miil_in1k",
+    "ecaresnet101d": "miil_in1k", "resnet50_gn": "a1h_in1k", "resnetaa50": "a1h_in1k",
+    "resnetaa50d": "sw_in12k_ft_in1k", "resnetblur50": "bt_in1k",
+    **{f"resnetrs{depth}": "tf_in1k" for depth in (50, 101, 152, 200, 270, 350, 420)},
     "resnet50v2": "keras_in1k", "resnet101v2": "keras_in1k", "resnet152v2": "keras_in1k",
 })
 
