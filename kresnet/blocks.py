@@ -6,12 +6,14 @@ the bottleneck block (1x1 -> k x k -> 1x1), two build the basic block of ResNet-
 :class:`kresnet.naming.BlockNames`. A stage is a loop over blocks (:func:`build_stage`).
 """
 
+import dataclasses
+
 from keras import layers
 
 from kresnet import validation
 from kresnet.downsampling import anti_alias
-from kresnet.config import BLOCK_OPTIONS, LAYER_OPTIONS, BlockStyle, ResNetConfig, \
-    keyword_signature, reject_unknown
+from kresnet.config import BLOCK_OPTIONS, LAYER_OPTIONS, BlockStyle, keyword_signature, \
+    part_config, reject_unknown
 from kresnet.naming import BlockNames
 from kresnet.options import Options
 
@@ -156,8 +158,13 @@ def _checked_block(input_tensor, middle_kernel_size, filters, stage, block, stri
     strides = validation.strides(strides)
     reject_unknown(options, OPTIONS, where)
     # The config runs every option's check and the checks of options that go together.
-    config = ResNetConfig(input_shape=(None, None, 1), **options)
-    style, options = BlockStyle.of(config), Options.of(config)
+    normalised = list(filters)
+    if options.get("preact"):  # the pre-activation BN normalises the block's input too
+        normalised.append(validation.channels_of(validation.input_tensor(input_tensor),
+                                                 Options().data_format))
+    config, norm = part_config(options, "filters", normalised)
+    style = BlockStyle.of(config)
+    options = dataclasses.replace(Options.of(config), norm=norm)
     if style.groups > 1 and (len(filters) != 3 or filters[0] % style.groups
                              or filters[1] % style.groups):
         raise ValueError(f"`groups`={style.groups} must divide the middle conv's input and "

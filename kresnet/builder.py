@@ -4,7 +4,9 @@ A model is stem -> stages -> head, read from the config's plan. This module know
 weight files: the front doors (:mod:`kresnet.models`) load weights after building.
 """
 
+import contextlib
 import dataclasses
+import sys
 from typing import Optional
 
 import keras
@@ -85,10 +87,29 @@ def build_model(config: ResNetConfig, input_tensor: Optional[keras.KerasTensor] 
         stem_names = naming.StemNames(options.name_prefix)
         x = options.relu(options.bn(x, stem_names.post_bn), stem_names.post_relu)
     x = heads.build_head(x, config, options)
-    model = keras.Model(inputs, x, name=config.model_name)
-    if config.outputs == "stages":
-        model = keras.Model(inputs, feature_maps(model), name=config.model_name)
+    with deep_graphs(_layers_deep(config)):
+        model = keras.Model(inputs, x, name=config.model_name)
+        if config.outputs == "stages":
+            model = keras.Model(inputs, feature_maps(model), name=config.model_name)
     return model
+
+
+def _layers_deep(config):
+    """About the number of layers on the longest path of the network."""
+    return 20 + 16 * sum(config.plan.blocks)
+
+
+@contextlib.contextmanager
+def deep_graphs(layers_deep):
+    """Keras walks a functional graph recursively, one Python frame or so per layer: the
+    deepest presets (ResNet-RS-270 to -420, about 2,000 layers) pass Python's default limit
+    of 1,000 frames. The limit is raised while the model is made, then put back."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, 2 * layers_deep))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def build_undrawn(config: ResNetConfig, input_tensor: Optional[keras.KerasTensor] = None

@@ -263,6 +263,30 @@ class ResNetConfig:
             object.__setattr__(self, "name", None)  # the default name, said or not
         validation.spatial_shape(names.get("input_shape", "input_shape"), self.input_shape,
                                  self._plan.min_size)
+        if self.anti_alias == "avg":
+            self._check_even(names.get("input_shape", "input_shape"))
+
+    def _check_even(self, name):
+        """A 2x2/2 average pool drops an odd last row that the strided shortcut keeps (in
+        timm too): with anti_alias="avg" every strided block needs even sizes."""
+        for axis, size in zip(("height", "width"), self.input_shape[:2]):
+            if size is None:
+                continue
+            size = -(-size // 2)  # the stem's strided conv
+            if self.stem != "cifar":
+                size = size // 2  # its 2x2 average pool
+            for stage in self._plan.stages:
+                for block in stage:
+                    if block.strides > 1:
+                        if size % 2:
+                            raise ValueError(
+                                f"`anti_alias`='avg' halves with a 2x2 average pool, which "
+                                f"drops an odd last row, and block res{block.stage}"
+                                f"{block.label} gets a {axis} of {size} from `{name}`="
+                                f"{self.input_shape}; pick a {axis} that stays even down to "
+                                f"the last stride (a multiple of {self._plan.min_size}), or "
+                                "anti_alias='blur'.")
+                        size //= 2
 
     def _resolve(self):
         """Fill in what the depth's row implies and check the options that go together."""
@@ -605,6 +629,27 @@ def _make_plan(config):
         stages.append(tuple(stage_plan))
     return Plan(depth_of(config.blocks, config.block_type), config.block_type, config.blocks,
                 config.widths, config.stem, config.stem_width, style, tuple(stages))
+
+
+def part_config(options, widths_name, widths=None):
+    """``(config, norm)`` for checking the options of one part of a network (a block, a
+    stem): the config runs every check but GroupNorm's, which holds for the part's own
+    ``widths`` (named ``widths_name`` in the message; the config's stem widths where None),
+    not for a default network's. ``norm`` is the checked ``norm`` option."""
+    norm = validation.one_of("norm", options.get("norm", "batch"), NORMS)
+    config = ResNetConfig(input_shape=(None, None, 1), **{**options, "norm": "batch"})
+    if norm == "group":
+        _check_groups(_GroupCheck(config.norm_groups), widths_name,
+                      config.stem_width if widths is None else widths)
+    return config, norm
+
+
+@dataclass(frozen=True)
+class _GroupCheck:
+    """What :func:`_check_groups` reads of a config with ``norm="group"``."""
+
+    norm_groups: int
+    norm: str = "group"
 
 
 def _check_groups(config, name, widths):

@@ -54,17 +54,17 @@ def _levels(model, prefix):
                     for role in ("conv", "aa", "aa_stride")] if key in roles
                    and isinstance(roles[key], (layers.Conv2D, layers.AveragePooling2D,
                                                layers.MaxPooling2D))]
-        dilated = any(max(roles[key].dilation_rate) > 1 for key in
-                      [("block", "conv", name.base, b) for b in ("2a", "2b")] if key in roles)
-        stages.setdefault(name.stage, []).append((out, max(strided) if strided else 1,
-                                                  dilated))
+        stages.setdefault(name.stage, []).append((out, max(strided) if strided else 1))
     levels = {}
-    for index, stage in enumerate(sorted(stages)):
+    order = sorted(stages)
+    # Where the first stage keeps its size (keras' V2 strides in its last block), a later
+    # stage that never strides dilates instead (output_stride): it is the next level.
+    first_keeps = bool(order) and all(step == 1 for _, step in stages[order[0]])
+    for index, stage in enumerate(order):
         blocks = stages[stage]
-        if index and all(step == 1 for _, step, _ in blocks) and \
-                any(dilated for _, _, dilated in blocks):
-            level += 1  # a stage that dilates instead of striding: the next level
-        for out, step, _ in blocks:
+        if index and first_keeps and all(step == 1 for _, step in blocks):
+            level += 1
+        for out, step in blocks:
             stride *= step
             if step > 1:
                 level = int(math.log2(stride))

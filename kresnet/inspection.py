@@ -178,12 +178,16 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
     rates = [float(layer.rate) for key, layer in get.items() if key[1] == "drop_path"]
     if rates:
         values["drop_path_rate"] = max(rates)
-    dilations = [max(layer.dilation_rate) for key, layer in get.items()
-                 if key[0] == "block" and key[1] == "conv"]
-    if dilations and max(dilations) > 1:
-        # Stride of the undilated net over the largest dilation.
+    if values.get("anti_alias") and bottleneck:
+        values["stride_on"] = "3x3"  # the only layout anti-aliasing takes
+    # Where the first stage keeps its size (stride_block="first"; keras' V2 strides in its
+    # last block), a later stage that never strides dilates instead: output_stride.
+    steps = [max(_block_stride(get, conv, s, label) for label in stage_labels_)
+             for s, stage_labels_ in enumerate(labels, start=2)]
+    dilated = 0 if steps[0] > 1 else sum(1 for step in steps[1:] if step == 1)
+    if dilated:
         stride = (4 if ("stem", "pool", None) in get else 1) * 2 ** (len(labels) - 1)
-        values["output_stride"] = stride // max(dilations)
+        values["output_stride"] = stride // 2 ** dilated
     final_bn = get.get(("block", "bn", f"{blocks[0][0]}{blocks[0][1]}", last))
     if final_bn is not None and type(final_bn.gamma_initializer).__name__ == "Zeros":
         values["zero_init_residual"] = True

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 from kresnet.config import ResNetConfig
+from kresnet.depths import DEPTHS
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,11 @@ _ROWS += [
      10_081_632, _TIMM, {**_TIERED, "blocks": (1, 1, 1, 1)}),
     ("resnet18d", 18, "ResNet-D with basic blocks", 11_708_744, _TIMM, _D),
     ("resnet34d", 34, "ResNet-D with basic blocks", 21_816_904, _TIMM, _D),
-    ("resnet26", 50, "timm: 2 bottlenecks per stage", 15_995_176, _TIMM,
-     {**_V1_5, "blocks": (2, 2, 2, 2)}),
-    ("resnet26d", 50, "timm: 2 bottlenecks per stage, ResNet-D", 16_014_408, _TIMM,
-     {**_D, "blocks": (2, 2, 2, 2)}),
+    # Two blocks per stage: depth 18's row, whose block kind the options change.
+    ("resnet26", 18, "timm: 2 bottlenecks per stage", 15_995_176, _TIMM,
+     {**_V1_5, "block_type": "bottleneck"}),
+    ("resnet26d", 18, "timm: 2 bottlenecks per stage, ResNet-D", 16_014_408, _TIMM,
+     {**_D, "block_type": "bottleneck"}),
     ("resnet200d", 200, "ResNet-D at depth 200", 64_693_064, _TIMM, _D),
     ("resnetaa50", 50, "timm: anti-aliased by 2x2 average pools (Zhang 2019)", 25_557_032,
      _TIMM, {**_V1_5, "anti_alias": "avg"}),
@@ -128,8 +130,8 @@ _ROWS += [
      25_576_350, _TIMM, {**_D, "eca": True}),
     ("ecaresnet101d", 101, "ResNet-D with efficient channel attention", 44_568_563, _TIMM,
      {**_D, "eca": True}),
-    ("ecaresnet26t", 50, "timm: 2 bottlenecks per stage, tiered stem, ECA", 16_011_916, _TIMM,
-     {**_TIERED, "blocks": (2, 2, 2, 2), "eca": True}),
+    ("ecaresnet26t", 18, "timm: 2 bottlenecks per stage, tiered stem, ECA", 16_011_916, _TIMM,
+     {**_TIERED, "block_type": "bottleneck", "eca": True}),
     ("seresnet18", 18, "timm's SE-ResNet-18 (squeeze width a multiple of 8)", 11_779_624,
      _TIMM, {**_V1_5, **_TIMM_SE}),
     ("seresnet101", 101, "timm's SE-ResNet-101", 49_326_872, _TIMM, {**_V1_5, **_TIMM_SE}),
@@ -164,6 +166,9 @@ for _depth, _params in _CIFAR_PARAMS.items():
                   {**_CIFAR, "blocks": (_n, _n, _n)}))
 
 def _preset(name, depth, description, params, source, options):
+    if DEPTHS[depth].block_type == "basic" and "block_type" not in options:
+        # A basic block strides its first 3x3 either way: stride_on says nothing there.
+        options = {k: v for k, v in options.items() if k != "stride_on"}
     cifar = options.get("stem") == "cifar"
     size = 32 if cifar else _SIZES.get(name, 224)
     config = ResNetConfig(depth=depth, head="fc", classes=10 if cifar else 1000,

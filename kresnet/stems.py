@@ -11,11 +11,13 @@ the max pooling matters: zeros (``stem_pool="zeros"``, keras' ResNet50V2) or cel
 never win (``"ignore"``, timm's ResNetV2).
 """
 
+import dataclasses
+
 from keras import layers
 
 from kresnet import validation
 from kresnet.downsampling import anti_alias
-from kresnet.config import LAYER_OPTIONS, STEM_WIDTHS, ResNetConfig, keyword_signature, \
+from kresnet.config import LAYER_OPTIONS, STEM_WIDTHS, keyword_signature, part_config, \
     reject_unknown
 from kresnet.naming import StemNames
 from kresnet.options import Options
@@ -95,12 +97,12 @@ def do_first_conv(input_tensor, *, filters=64, **options):
     if stem_width is None and stem == "classic":
         options["stem_width"] = filters
     # The config checks every option, the stem's widths against its kind among them.
-    config = ResNetConfig(input_shape=(None, None, 1), **options)
+    config, norm = part_config(options, "stem_width")
     if validation.input_tensor(input_tensor) is None:
         raise TypeError("`input_tensor` must be a Keras tensor, not None.")
     validation.unused_names(input_tensor, StemNames(config.name_prefix).all(), "The stem")
-    return build_stem(input_tensor, config.stem, config.stem_width, Options.of(config),
-                      pool=config.stem_pool)
+    return build_stem(input_tensor, config.stem, config.stem_width,
+                      dataclasses.replace(Options.of(config), norm=norm), pool=config.stem_pool)
 
 
 do_first_conv.__signature__ = keyword_signature(do_first_conv, OPTIONS)

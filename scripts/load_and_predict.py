@@ -12,6 +12,9 @@ import numpy as np
 
 
 def main(paths):
+    # Keras walks a functional graph recursively: ResNet-RS-270 ... 420 (about 2,000 layers)
+    # need more than Python's default 1,000 frames, in any process that loads them.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     for path in paths:
         model = keras.saving.load_model(path, safe_mode=True)
         assert "kresnet" not in sys.modules, "kresnet was imported while loading"

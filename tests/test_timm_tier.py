@@ -221,3 +221,38 @@ def test_every_new_kind_saves_plots_and_loads_without_kresnet(tmp_path):
         assert config == kresnet.config_of(net)
     keras.utils.plot_model(model, str(tmp_path / "tier.png"))
     assert (tmp_path / "tier.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("options,strides", [
+    (dict(blocks=(1, 1, 1, 1), output_stride=16), {"C2": 4, "C3": 8, "C4": 16, "C5": 16}),
+    (dict(blocks=(1, 1, 1, 1), output_stride=8), {"C2": 4, "C3": 8, "C4": 8, "C5": 8}),
+    (dict(blocks=(2,), anti_alias="avg"), {"C2": 4}),
+    (dict(blocks=(2,), anti_alias="blur"), {"C2": 4}),
+])
+def test_one_block_stages_and_stem_only_anti_aliasing_read_back(options, strides):
+    """A one-bottleneck dilated stage has no dilated conv (its 3x3 keeps the previous
+    stage's dilation, as timm's) and a one-stage net anti-aliases its stem only: both are
+    read from the strides, not from the convs."""
+    config = kresnet.ResNetConfig(depth=50, input_shape=(64, 64, 3), head=None,
+                                  stride_on="3x3", **options)
+    model = kresnet.build(config)
+    assert kresnet.config_of(model) == config
+    assert kresnet.feature_strides(model) == strides
+
+
+def test_block_functions_check_group_norm_against_their_own_filters():
+    x = keras.Input((16, 16, 64))
+    y = kresnet.conv_block(x, 3, [48, 48, 96], 2, "a", norm="group", norm_groups=48)
+    assert isinstance(y._keras_history.operation, keras.layers.Activation)
+    with pytest.raises(ValueError, match="`filters` gives the width 48"):
+        kresnet.conv_block(x, 3, [48, 48, 96], 2, "b", norm="group")
+    stem = kresnet.do_first_conv(keras.Input((32, 32, 3)), norm="group", stem_width=48,
+                                 norm_groups=48)
+    assert tuple(stem.shape) == (None, 8, 8, 48)
+
+
+def test_average_anti_aliasing_refuses_sizes_that_turn_odd(count_layers):
+    with pytest.raises(ValueError, match="block res5a gets a height of 7 from `input_shape`"):
+        kresnet.ResNetConfig(depth=18, anti_alias="avg", input_shape=(112, 112, 3))
+    assert count_layers() == 0
+    assert kresnet.ResNetConfig(depth=18, anti_alias="avg", input_shape=(None, 224, 3))
