@@ -368,10 +368,15 @@ def preset_calls(draw):
     include_top = draw(st.booleans())
     pooling = draw(st.sampled_from([None, "avg", "max"]))
     smallest = STEM_STRIDE[stem] * 2 ** (n_stages - 1)
-    side = draw(st.integers(smallest, max(smallest, 48)))
+    if options.get("anti_alias") == "avg":  # its 2x2 pools need sizes that stay even
+        side = smallest * draw(st.integers(1, 3))
+    else:
+        side = draw(st.integers(smallest, max(smallest, 48)))
     call = dict(name=name, input_shape=(side, side, 3), classes=classes,
                 include_top=include_top, pooling=pooling, blocks=blocks, widths=tuple(widths),
                 stem_width=stem_width)
+    if options.get("norm") == "group":  # GroupNorm's groups must divide the drawn widths
+        call["norm_groups"] = 1
     config = {"blocks": blocks, "widths": tuple(widths), "stem": stem,
               "block_type": options.get("block_type", "basic" if preset.depth < 50 else
                                         "bottleneck"),
