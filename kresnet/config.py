@@ -585,7 +585,8 @@ def _make_plan(config):
     n_stages = len(config.blocks)
     total_blocks, block_index = sum(config.blocks), 0
     net_stride, dilation = STEM_STRIDES[config.stem], 1
-    _check_groups(config, "stem_width", config.stem_width)
+    if config.norm == "group":
+        _check_groups(config.norm_groups, "stem_width", config.stem_width)
     for index, (n_blocks, width) in enumerate(zip(config.blocks, config.widths)):
         stage = FIRST_STAGE + index
         numbered = None if custom else (stage in row.numbered_stages or None)
@@ -597,7 +598,8 @@ def _make_plan(config):
                 f"gives stage {stage}'s bottlenecks a middle width of int({width} * "
                 f"{config.width_per_group} / {BASE_WIDTH}) = 0 per group; the width times "
                 f"`width_per_group` must be at least {BASE_WIDTH}.")
-        _check_groups(config, f"widths[{index}]", filters)
+        if config.norm == "group":
+            _check_groups(config.norm_groups, f"widths[{index}]", filters)
         stage_plan = []
         # As timm's make_blocks: a stage that would pass the output stride dilates instead.
         previous_dilation = dilation
@@ -639,26 +641,17 @@ def part_config(options, widths_name, widths=None):
     norm = validation.one_of("norm", options.get("norm", "batch"), NORMS)
     config = ResNetConfig(input_shape=(None, None, 1), **{**options, "norm": "batch"})
     if norm == "group":
-        _check_groups(_GroupCheck(config.norm_groups), widths_name,
+        _check_groups(config.norm_groups, widths_name,
                       config.stem_width if widths is None else widths)
     return config, norm
 
 
-@dataclass(frozen=True)
-class _GroupCheck:
-    """What :func:`_check_groups` reads of a config with ``norm="group"``."""
-
-    norm_groups: int
-    norm: str = "group"
-
-
-def _check_groups(config, name, widths):
-    if config.norm != "group":
-        return
-    bad = [w for w in widths if w % config.norm_groups]
+def _check_groups(groups, name, widths):
+    """``ValueError`` unless GroupNorm's ``groups`` divide every width of ``widths``."""
+    bad = [w for w in widths if w % groups]
     if bad:
         raise ValueError(f"`norm`='group' splits every normalised width into `norm_groups`="
-                         f"{config.norm_groups} groups, and `{name}` gives the width {bad[0]}, "
+                         f"{groups} groups, and `{name}` gives the width {bad[0]}, "
                          "which it does not divide.")
 
 

@@ -182,8 +182,9 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
         values["stride_on"] = "3x3"  # the only layout anti-aliasing takes
     # Where the first stage keeps its size (stride_block="first"; keras' V2 strides in its
     # last block), a later stage that never strides dilates instead: output_stride.
-    steps = [max(_block_stride(get, conv, s, label) for label in stage_labels_)
-             for s, stage_labels_ in enumerate(labels, start=2)]
+    strides = [[_block_stride(get, conv, s, label) for label in stage_labels_]
+               for s, stage_labels_ in enumerate(labels, start=2)]
+    steps = [max(stage) for stage in strides]
     dilated = 0 if steps[0] > 1 else sum(1 for step in steps[1:] if step == 1)
     if dilated:
         stride = (4 if ("stem", "pool", None) in get else 1) * 2 ** (len(labels) - 1)
@@ -208,8 +209,9 @@ def config_of(model: keras.Model, *, prefix: Optional[str] = None) -> ResNetConf
     values.update(_head(model, get))
     # Which block of a stage strides, and the shortcut option, are read by comparing the
     # plan of each candidate with what the blocks hold.
-    seen = [[(_block_stride(get, conv, s, label), _shortcut_kind(get, s, label))
-             for label in stage_labels_] for s, stage_labels_ in enumerate(labels, start=2)]
+    seen = [[(stride, _shortcut_kind(get, s, label))
+             for label, stride in zip(stage_labels_, stage_strides)]
+            for s, (stage_labels_, stage_strides) in enumerate(zip(labels, strides), start=2)]
     for shortcut in ("B", "A", "avg", "C"):
         for stride_block in ("first", "last"):
             # The row of these very blocks first, then rows of the same block kind.
