@@ -91,6 +91,8 @@ def export(model: keras.Model, path: Union[str, os.PathLike], format: str = "onn
                          f"format={format!r} writes a {'folder' if not is_folder else 'file'} "
                          "and does not replace it. Remove it or pick another `path`.")
     os.makedirs(folder, exist_ok=True)
+    if format == "onnx":
+        model = exportable(model)
     _ensure_called(model)
 
     work = tempfile.mkdtemp(prefix=f".{base}.", suffix=".part", dir=folder)
@@ -107,6 +109,51 @@ def export(model: keras.Model, path: Union[str, os.PathLike], format: str = "onn
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return os.fspath(path)
+
+
+def exportable(model: keras.Model) -> keras.Model:
+    """``model``, or a copy whose ``Normalization`` layers are ``Rescaling`` layers of the
+    same per-channel affine map, for ONNX.
+
+    Keras' ``Normalization`` keeps its mean and variance as eager tensors, which tf2onnx
+    turns into *graph inputs* with no values: the file then asks for them at every run
+    (``Required inputs ... normalize_1/Sub/y:0 ... are missing``). ``Rescaling`` makes its
+    scale and offset inside the traced call, so they become constants of the graph. The
+    copy gives the same outputs up to float32 rounding (``x * (1/s) - m/s`` for
+    ``(x - m) / s``).
+
+    >>> import numpy as np, keras
+    >>> inputs = keras.Input((4, 4, 2))
+    >>> norm = keras.layers.Normalization(mean=[1.0, 2.0], variance=[4.0, 9.0])
+    >>> model = keras.Model(inputs, norm(inputs))
+    >>> [type(layer).__name__ for layer in exportable(model).layers]
+    ['InputLayer', 'Rescaling']
+    """
+    if not any(_is_normalization(layer) for layer in model.layers):
+        return model
+
+    def clone(layer):
+        if not _is_normalization(layer):
+            return layer.__class__.from_config(layer.get_config())
+        mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), dtype=np.float64)[0]
+        deviation = np.sqrt(np.asarray(keras.ops.convert_to_numpy(layer.variance),
+                                       dtype=np.float64)[0])
+        # Normalization divides by max(sqrt(variance), epsilon).
+        scale = 1.0 / np.maximum(deviation, keras.config.epsilon())
+        return keras.layers.Rescaling(scale.astype("float32").tolist(),
+                                      (-mean * scale).astype("float32").tolist(),
+                                      name=layer.name, dtype=layer.dtype_policy)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    originals = {layer.name: layer for layer in model.layers}
+    for layer in copy.layers:
+        if layer.weights and not isinstance(layer, keras.layers.Rescaling):
+            layer.set_weights(originals[layer.name].get_weights())
+    return copy
+
+
+def _is_normalization(layer):
+    return isinstance(layer, keras.layers.Normalization) and not layer.invert
 
 
 def _ensure_called(model):

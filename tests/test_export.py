@@ -168,3 +168,33 @@ def test_a_failed_export_keeps_the_old_artifact(format, monkeypatch, tmp_path):
     old = target if format == "onnx" else target / "saved_model.pb"
     assert old.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == [target.name], "a temporary file was left behind"
+
+
+@pytest.mark.slow
+@needs_tf
+def test_onnx_of_a_model_with_normalization_runs_without_extra_inputs(tmp_path):
+    """Keras' Normalization keeps its statistics as eager tensors, which tf2onnx made into
+    graph inputs that nobody feeds: export writes them as a Rescaling of the same map."""
+    _need("onnx", "tf2onnx", "onnxruntime")
+    import onnxruntime
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    norm = keras.layers.Normalization(mean=[0.2, 0.4, 0.6], variance=[0.04, 0.09, 1e-9],
+                                      name="normalize")
+    body = kresnet.create_resnet((32, 32, 3), 3, blocks=(1,), widths=(8,), stem_width=8,
+                                 head="fc")
+    model = keras.Model(inputs, body(norm(inputs)), name="with_normalization")
+    copy = export_module.exportable(model)
+    assert type(copy.get_layer("normalize")) is keras.layers.Rescaling
+    assert model.get_layer("normalize").__class__ is keras.layers.Normalization  # unchanged
+    path = tmp_path / "normalized.onnx"
+    export(model, path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert len(session.get_inputs()) == 1
+    x = _input(model, 3)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=1e-4)
+    # A model without Normalization is exported as it is, not copied.
+    plain = small_model()
+    assert export_module.exportable(plain) is plain
