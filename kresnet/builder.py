@@ -11,9 +11,9 @@ from typing import Optional
 
 import keras
 
-from kresnet import heads, naming, validation
+from kresnet import heads, initializers, naming, validation
 from kresnet.blocks import build_stage
-from kresnet.config import ResNetConfig
+from kresnet.config import KERNEL_INITIALIZER, ResNetConfig
 from kresnet.features import feature_maps
 from kresnet.options import Options
 from kresnet.stems import build_stem
@@ -75,6 +75,13 @@ def build_model(config: ResNetConfig, input_tensor: Optional[keras.KerasTensor] 
         raise TypeError(f"`config` must be a kresnet.ResNetConfig. Received: config of type "
                         f"{type(config).__name__}")
     options = Options.of(config)
+    # The default initializer only (a name Keras resolves to an unseeded HeNormal): one given
+    # as an object or another name is used as given.
+    fast = isinstance(config.kernel_initializer, str) and \
+        config.kernel_initializer == KERNEL_INITIALIZER
+    if fast:
+        # A class: each conv makes its own stand-in, as each made its own HeNormal.
+        options = dataclasses.replace(options, kernel_initializer=initializers.DrawnHeNormal)
     if input_tensor is not None:
         _check_input_tensor(input_tensor, config, options.data_format)
     x, inputs = _model_input(config, input_tensor, options)
@@ -91,6 +98,8 @@ def build_model(config: ResNetConfig, input_tensor: Optional[keras.KerasTensor] 
         model = keras.Model(inputs, x, name=config.model_name)
         if config.outputs == "stages":
             model = keras.Model(inputs, feature_maps(model), name=config.model_name)
+    if fast:
+        initializers.restore(model)
     return model
 
 

@@ -13,6 +13,9 @@ archive (empty, zero-filled, truncated, damaged, an HDF5 ``.h5``/``.weights.h5``
 folder, a missing path) raises ``ValueError`` naming the file and what is wrong with it.
 """
 
+import copy
+import io
+import json
 import os
 import re
 import secrets
@@ -177,7 +180,9 @@ def load(path: Union[str, os.PathLike], *, trusted: bool = False,
         # Refused before anything is built: the name is in config.json.
         raise ValueError(f"{path!r} holds model {saved_name!r}, not the expected {expect!r}.")
     try:
-        model = keras.saving.load_model(path, compile=compile, safe_mode=not trusted)
+        model = _load_undrawn(path, config, compile, not trusted)
+        if model is None:
+            model = keras.saving.load_model(path, compile=compile, safe_mode=not trusted)
     except MemoryError:
         raise
     except zipfile.BadZipFile as error:  # Keras reads the weights member, checking its CRC
@@ -235,3 +240,83 @@ def _check_expected(path, model, expect):
     if len(ours) != len(theirs):
         raise ValueError(f"{path!r} holds another model than the expected {expect.name!r}: "
                          f"it has {len(ours)} layers, the expected model {len(theirs)}.")
+
+
+# Layer classes whose random initializers _load_undrawn skips, and the config keys of those
+# initializers: Keras keeps each under the same name as an attribute of the layer, where
+# get_config reads it back.
+_UNDRAWN_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D",
+                             "SeparableConv2D", "EinsumDense"})
+_UNDRAWN_KEYS = ("kernel_initializer", "depthwise_initializer", "pointwise_initializer")
+_ZEROS = {"module": "keras.initializers", "class_name": "Zeros", "config": {},
+          "registered_name": None}
+# The parts of Keras' loader (keras.src.saving.saving_lib) that _load_undrawn calls.
+_LOADER_PARTS = ("_model_from_config", "H5IOStore", "_load_state", "_raise_loading_failure")
+# What Keras' own loader reads from an archive of a model without assets.
+_PLAIN_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
+
+
+def _undraw(config):
+    """Replace, in the model configuration ``config`` (changed in place), the random kernel
+    initializers of plain layers by ``Zeros``; return ``(layer path, key, original)`` for
+    each, the path being the names from the outer model's first layer inwards."""
+    held = []
+
+    def walk(layers, names):
+        for layer in layers if isinstance(layers, list) else ():
+            inner = layer.get("config") if isinstance(layer, dict) else None
+            if not isinstance(inner, dict) or not isinstance(inner.get("name"), str):
+                continue
+            path = names + (inner["name"],)
+            if layer.get("module") == "keras.layers" and \
+                    layer.get("class_name") in _UNDRAWN_LAYERS:
+                for key in _UNDRAWN_KEYS:
+                    value = inner.get(key)
+                    if isinstance(value, dict) and value.get("module") == "keras.initializers" \
+                            and value.get("class_name") != "Zeros":
+                        held.append((path, key, value))
+                        inner[key] = dict(_ZEROS)
+            walk(inner.get("layers"), path)
+
+    walk(config.get("config", {}).get("layers"), ())
+    return held
+
+
+def _load_undrawn(path, config, compile, safe_mode):
+    """The model of ``path`` as ``keras.saving.load_model`` would return it, but built with
+    zero kernels before its saved weights are read: a random draw for every kernel that is
+    overwritten at once was a third of the time of loading a ResNet. Each layer gets its
+    saved initializer back, so the model, its configuration and a file saved from it are
+    those Keras' loader gives. ``None`` where this Keras lacks the loader's parts used here
+    or the archive holds more than a plain model (assets, another weights format): the
+    caller then loads with Keras' own loader."""
+    try:
+        from keras.src.saving import saving_lib  # the parts of load_model, to skip the draws
+        from_config, store_class, load_state, fail = (getattr(saving_lib, name)
+                                                      for name in _LOADER_PARTS)
+    except (ImportError, AttributeError):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        if set(archive.namelist()) != _PLAIN_MEMBERS:
+            return None
+        config = copy.deepcopy(config)
+        held = _undraw(config)
+        model = from_config(json.dumps(config), None, compile, safe_mode)
+        # In memory, as Keras' loader reads it where memory suffices; kresnet.safety has
+        # bounded the member's size.
+        store = store_class(io.BytesIO(archive.read("model.weights.h5")), mode="r")
+        try:
+            failed, messages = set(), {}
+            load_state(model, weights_store=store, assets_store=None, inner_path="",
+                       visited_saveables=set(), failed_saveables=failed,
+                       error_msgs=messages)
+        finally:
+            store.close()
+    if failed:
+        fail(messages)
+    for names, key, original in held:
+        layer = model
+        for name in names:
+            layer = layer.get_layer(name)
+        setattr(layer, key, keras.initializers.deserialize(original))
+    return model
