@@ -42,6 +42,7 @@ _PUBLIC = {
     "inspect": "kresnet.safety",
     "load": "kresnet.files",
     "load_weights": "kresnet.weights",
+    "optimize": "kresnet.inference",
     "plan": "kresnet.config",
     "plot_blocks": "kresnet.plotting",
     "plot_model": "kresnet.plotting",

@@ -1,4 +1,5 @@
-"""The ``kresnet`` command: summaries, Table 1, pictures, operation counts, export, training,
+"""The ``kresnet`` command: summaries, Table 1, pictures, operation counts, export (optimized
+for inference in float32, bfloat16 or int8 with ``--precision``), training,
 and ``inspect`` (is a model file safe to load?).
 
 Run ``kresnet --help`` (or ``python -m kresnet --help``). Bad arguments exit with status 2
@@ -103,11 +104,59 @@ def _flops(args):
           f"{model.count_params():,} parameters, input {model.input_shape[1:]}")
 
 
+def _export_format(args):
+    """``--format``, or the output's ending: ``.keras`` writes a Keras file, else ONNX."""
+    if args.format is not None:
+        return args.format
+    return "keras" if args.output.endswith(".keras") else "onnx"
+
+
+def _check_export(args):
+    """The combinations ``kresnet export`` refuses, before TensorFlow is imported."""
+    if args.command != "export":
+        return
+    format, precision = _export_format(args), args.precision
+    if precision != "int8" and (args.calibration or args.calibration_method):
+        raise ValueError("--calibration and --calibration-method go with --precision int8")
+    if precision == "int8":
+        if format != "onnx":
+            raise ValueError(f"--precision int8 writes an ONNX file (onnxruntime runs it); "
+                             f"got --format {format}")
+        if not args.calibration:
+            raise ValueError("--precision int8 needs --calibration FILE.npy: a few hundred "
+                             "images (N,H,W,C) in the model's input form")
+        if not os.path.isfile(args.calibration):
+            raise ValueError(f"no file at {args.calibration!r} (--calibration)")
+    if precision == "bfloat16" and format == "onnx":
+        raise ValueError("--precision bfloat16 runs in TensorFlow: write a .keras file or use "
+                         "--format savedmodel (onnxruntime has no bfloat16 convolutions on "
+                         "CPUs)")
+    if format == "keras" and not args.output.endswith(".keras"):
+        raise ValueError(f"--format keras writes a .keras file; got -o {args.output!r}")
+
+
 def _export(args):
     import kresnet  # noqa: PLC0415
 
     model = _model(args, structure_only=False)
-    print(kresnet.export(model, args.output, format=args.format))
+    format = _export_format(args)
+    if args.precision is None:
+        written = kresnet.save(model, args.output) if format == "keras" else \
+            kresnet.export(model, args.output, format=format)
+        print(written)
+        return
+    options = {}
+    if args.precision == "int8":
+        import numpy as np  # noqa: PLC0415
+
+        options["calibration"] = np.load(args.calibration, allow_pickle=False)
+        if args.calibration_method:
+            options["method"] = args.calibration_method
+    fast = kresnet.optimize(model, args.precision, **options)
+    if format in ("keras",) or args.precision == "int8":
+        print(fast.export(args.output))
+    else:
+        print(kresnet.export(fast.model, args.output, format=format))
 
 
 def _inspect(args):
@@ -161,7 +210,16 @@ def parser():
     command("flops", _flops, "count multiply-accumulates per image")
     export = command("export", _export, "export a model for inference (ONNX or SavedModel)")
     export.add_argument("-o", "--output", required=True, help="file or folder to write")
-    export.add_argument("--format", default="onnx", choices=["onnx", "savedmodel"])
+    export.add_argument("--format", choices=["onnx", "savedmodel", "keras"],
+                        help="default: keras when -o ends in .keras, else onnx")
+    export.add_argument("--precision", choices=["float32", "bfloat16", "int8"],
+                        help="optimize for inference first (kresnet.optimize): float32 folds "
+                        "the batch norms, bfloat16 runs in bfloat16 (.keras or savedmodel), "
+                        "int8 quantizes to an ONNX file; default: the model as it is")
+    export.add_argument("--calibration", metavar="FILE.npy",
+                        help="int8: images (N,H,W,C) in the model's input form, to calibrate")
+    export.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"],
+                        help="int8: how activation ranges are chosen (default: percentile)")
     inspect = command("inspect", _inspect, "report what a .keras file holds and whether it "
                       "is safe to load, without building it (exit 0 safe, 1 unsafe, 2 not a "
                       "model)", model=False)
@@ -199,6 +257,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         _check_file(args)
+        _check_export(args)
         _import_quietly()
         status = args.function(args)
     except (ValueError, TypeError, RuntimeError, OSError, ImportError) as error:

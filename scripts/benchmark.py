@@ -3,6 +3,7 @@
     python scripts/benchmark.py                      # ResNet50 and ResNet152, 224x224, 5 repeats
     python scripts/benchmark.py --depths 50 --repeats 7 --json results.json
     python scripts/benchmark.py --quick --json out.json   # CI smoke test: tiny and fast
+    python scripts/benchmark.py --inference --figure paths.png  # kresnet.optimize's paths
 
 Both sides are built with their defaults (``include_top=True``, 1000 classes, no weights):
 ``keras.applications.ResNet{50,152}`` and ``kresnet.ResNet{50,152}``. Every figure is the
@@ -49,9 +50,10 @@ if ROOT not in sys.path:
 
 SIDES = ("keras.applications", "kresnet")
 ONNX_PACKAGES = ("onnx", "tf2onnx", "onnxruntime")
-#: Row key -> (label, unit, better, target). ``{b}`` is the batch size; targets are issue #7's.
+#: Row key -> (label, unit, better, target). ``{b}`` is the batch size; the targets are issue
+#: #7's, build and load issue #17's.
 ROWS = {
-    "build": ("build time", "s", "lower", "<= 1.05"),
+    "build": ("build time", "s", "lower", "<= 1.0"),
     "build_uniform": ("build time, kresnet with kernel_initializer='he_uniform'", "s", "lower",
                       None),
     "tf_small": ("inference, batch {b}, TF", "img/s", "higher", ">= 0.97"),
@@ -66,7 +68,9 @@ ROWS = {
                    "keras.applications in TF"), "img/s", "higher", ">= 1.4"),
     "train": ("training step, batch {b} (SGD)", "s", "lower", None),
     "save": ("save time (.keras)", "s", "lower", None),
-    "load": ("load time (.keras)", "s", "lower", None),
+    "load": ("load time (.keras): kresnet.load vs keras.saving.load_model", "s", "lower",
+             "<= 1.0"),
+    "load_keras": ("load time (.keras), both with keras.saving.load_model", "s", "lower", None),
     "size": ("file size (.keras)", "MB", "lower", None),
     "memory": ("peak memory (build + one batch-{b} forward pass)", "MB", "lower", None),
 }
@@ -79,8 +83,14 @@ def parse_args(argv):
                         help="CI smoke test: ResNet50 at 32x32, batches 1 and 4, one repeat, "
                              "no pauses, one trace per runner, no onnxruntime unless --onnx on, "
                              "peak memory in this process")
-    parser.add_argument("--depths", type=int, nargs="+", choices=(50, 101, 152),
-                        help="default: 50 152 (50 with --quick)")
+    parser.add_argument("--inference", action="store_true",
+                        help="issue #17's table instead: kresnet.optimize float32, bfloat16 "
+                             "and int8 against keras.applications fp32, batches 1, 8, 32, "
+                             "depths 18 50 152 (18 at 32x32, batches 1 and 4 with --quick), "
+                             "with the matmul peaks")
+    parser.add_argument("--figure", help="--inference: save the throughput figure (PNG) here")
+    parser.add_argument("--depths", type=int, nargs="+", choices=(18, 50, 101, 152),
+                        help="default: 50 152 (50 with --quick); 18 with --inference only")
     parser.add_argument("--size", type=int, help="input height and width (224; 32 quick)")
     parser.add_argument("--repeats", type=int, help="measured repeats (5; 1 quick)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured repeats first")
@@ -91,12 +101,18 @@ def parse_args(argv):
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child-memory", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--child-export", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--child-int8", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
-    args.depths = args.depths or ([50] if quick else [50, 152])
+    if args.depths and 18 in args.depths and not args.inference:
+        parser.error("--depths 18 goes with --inference (keras.applications has no ResNet18)")
+    if args.figure and not args.inference:
+        parser.error("--figure goes with --inference")
+    if not args.inference:
+        args.depths = args.depths or ([50] if quick else [50, 152])
     args.size = args.size or (32 if quick else 224)
     args.repeats = args.repeats or (1 if quick else 5)
     args.memory_repeats = args.memory_repeats or (1 if quick else 2)
@@ -332,6 +348,7 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
     import numpy as np
     import tensorflow as tf
 
+    import kresnet
     from kresnet.folding import fold_batchnorm
 
     tf.get_logger().setLevel("ERROR")  # retracing notes: each runner traces once per batch
@@ -347,8 +364,9 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
         return statistics.median(samples[name])
 
     log(f"ResNet{depth}: build time")
-    # kresnet's he_normal draws a truncated normal, which TensorFlow samples slowly;
-    # keras.applications' glorot_uniform and he_uniform draw a uniform.
+    # kresnet's he_normal is a truncated normal, which TensorFlow samples slowly; kresnet draws
+    # it by the inverse CDF (kresnet.initializers). keras.applications' glorot_uniform and
+    # he_uniform draw a uniform.
     kept = {}  # --quick: each side's last build is the model measured below
 
     def build_task(side, **options):
@@ -426,12 +444,20 @@ def bench_depth(depth, args, onnx_note, onnx_files, log):
         row("save", [median(save, s) for s in SIDES], save)
         row("size", [os.path.getsize(paths[s]) / 2**20 for s in SIDES])
 
-        def load(side):
-            keras.saving.load_model(paths[side], compile=False)
+        def load(side, keras_only=False):
+            # kresnet.load checks the file first (docs/security.md) and builds without drawing
+            # the kernels it then reads; keras.applications' users call Keras' loader.
+            if side == "kresnet" and not keras_only:
+                kresnet.load(paths[side], compile=False)
+            else:
+                keras.saving.load_model(paths[side], compile=False)
 
         loaded = alternating({side: timed(lambda side=side: load(side)) for side in SIDES},
                              args.repeats, args.warmup, prepare=gc.collect)
         row("load", [median(loaded, s) for s in SIDES], loaded)
+        loaded = alternating({side: timed(lambda side=side: load(side, True)) for side in SIDES},
+                             args.repeats, args.warmup, prepare=gc.collect)
+        row("load_keras", [median(loaded, s) for s in SIDES], loaded)
 
         log(f"ResNet{depth}: training step at batch {args.train_batch}")
         x = rng.random((args.train_batch, size, size, 3), dtype=np.float32)
@@ -506,6 +532,10 @@ def main(argv=None):
         return child_memory(args)
     if args.child_export:
         return child_export(args)
+    if args.child_int8:
+        import bench_inference
+
+        return bench_inference.child_int8(args.child_int8, args.size, args.out)
 
     def log(message):
         print(f"[benchmark] {message}", file=sys.stderr, flush=True)
@@ -515,6 +545,10 @@ def main(argv=None):
         onnx_note = ("onnxruntime rows skipped: " + ("--onnx off" if args.onnx == "off" else
                      "--quick leaves them out (tf2onnx takes ~20 s a model); --onnx on"))
     info = machine()
+    if args.inference:
+        import bench_inference
+
+        return bench_inference.main(args, info, log)
     report = {"machine": info, "settings": {
         "quick": args.quick, "depths": args.depths, "input": [args.size, args.size, 3],
         "classes": 1000, "repeats": args.repeats, "warmup": args.warmup,

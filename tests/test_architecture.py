@@ -198,7 +198,7 @@ def reference_of_prefixed(models):
 TAKE_A_MODEL = {"count_macs", "describe", "feature_maps", "feature_strides", "fold_batchnorm",
                 "config_of",
                 "to_keras_applications", "transfer_weights", "load_weights", "plot_model",
-                "plot_blocks", "export", "save", "to_torch", "freeze"}
+                "plot_blocks", "export", "save", "to_torch", "freeze", "optimize"}
 
 
 def test_every_public_function_that_takes_a_model_is_covered_here():
@@ -334,6 +334,13 @@ def test_folding_drawing_and_export(models, tmp_path):
     assert "a_res5c_relu" in dot and "b_res3a_relu" in dot and "join" in dot
     blocks = open(kresnet.plot_blocks(two, tmp_path / "blocks.dot"), encoding="utf-8").read()
     assert "a_res5c" in blocks and "b_res3a" in blocks
+    for precision, tolerance in (("float32", 1e-4), ("bfloat16", 0.05)):
+        fast = kresnet.optimize(two, precision)
+        got = fast.predict(x)
+        np.testing.assert_allclose(got, models["outputs"]["two"], atol=tolerance * np.max(
+            np.abs(got)), rtol=tolerance)
+    # Both ResNets compute in bfloat16; only their poolings (the heads) stay float32.
+    assert kresnet.inference.float32_layers(two) == ["a_avg_pool", "b_avg_pool", "join"]
     small = kresnet.create_resnet((32, 32, 3), 3, depth=18, name_prefix="x_", **TINY)
     path = kresnet.export(small, tmp_path / "net", "savedmodel")
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))

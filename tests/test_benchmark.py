@@ -60,3 +60,40 @@ def test_quick_benchmark_prints_a_table_and_writes_json(tmp_path):
         assert re.fullmatch(r"\d+\.\d\dx|—", cells[4]), line
         assert re.fullmatch(r"|[<>]= \d\.\d+x \((met|missed|not measured)\)", cells[5]), line
     assert re.search(r"median of 1 repeat\(s\) after 1 warm-up, sides alternating", result.stdout)
+
+
+def test_quick_inference_benchmark_reports_every_path(tmp_path):
+    """--inference --quick: every path of kresnet.optimize measured at both batch sizes, with
+    ratios to the baseline, shares of the measured matmul peaks, and the figure."""
+    path, figure = tmp_path / "inference.json", tmp_path / "inference.png"
+    result = subprocess.run([sys.executable, SCRIPT, "--inference", "--quick", "--json",
+                             str(path), "--figure", str(figure)],
+                            check=False, capture_output=True, text=True, timeout=900,
+                            cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(path.read_text(encoding="utf-8"))
+    assert set(report) == {"machine", "settings", "matmul_peak_gflops", "results"}
+    assert {"load_average_start", "load_average_end"} <= set(report["machine"])
+    peaks = report["matmul_peak_gflops"]
+    assert set(peaks) == {"float32", "bfloat16"} and all(v > 0 for v in peaks.values())
+    assert list(report["results"]) == ["ResNet18"]
+    depth = report["results"]["ResNet18"]
+    assert depth["keep_float"] == ["conv1", "fc1000"] and depth["gmacs"] > 0
+    paths = ["baseline", "float32", "bfloat16", "int8"]
+    assert list(depth["batches"]) == ["1", "4"]
+    for batch in depth["batches"].values():
+        assert list(batch["images_per_second"]) == paths
+        assert all(v > 0 for v in batch["images_per_second"].values())
+        assert all(v > 0 for v in batch["latency_ms"].values())
+        for name in paths:
+            want = batch["images_per_second"][name] / batch["images_per_second"]["baseline"]
+            assert abs(batch["ratio"][name] - want) < 1e-9
+        assert set(batch["peak_fraction"]) == {"float32", "bfloat16"}
+        assert all(0 < v < 1.5 for v in batch["peak_fraction"].values())
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("### ResNet18, 32x32x3") for line in lines)
+    for name in ("kresnet.optimize float32", "kresnet.optimize bfloat16",
+                 "kresnet.optimize int8"):
+        (line,) = [line for line in lines if line.startswith(f"| {name} |")]
+        assert re.search(r"\| \d+\.\d\dx \|", line), line
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -128,6 +128,7 @@ def namespace(tmp_path_factory):
         "plot_blocks": dict(model=tiny, path=str(folder / "tiny.dot")),
         "export": dict(model=tiny, path=str(folder / "net"), format="savedmodel"),
         "fold_batchnorm": dict(model=tiny),
+        "optimize": dict(model=tiny),
         "save": dict(model=tiny, path=str(folder / "again.keras")),
         "load": dict(path=saved),
         "inspect": dict(path=saved),
