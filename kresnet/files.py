@@ -248,18 +248,35 @@ def _check_expected(path, model, expect):
 _UNDRAWN_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D",
                              "SeparableConv2D", "EinsumDense"})
 _UNDRAWN_KEYS = ("kernel_initializer", "depthwise_initializer", "pointwise_initializer")
-_ZEROS = {"module": "keras.initializers", "class_name": "Zeros", "config": {},
-          "registered_name": None}
+# Model classes whose configs list their layers under "layers", as Keras' loader reads them.
+_MODELS = frozenset({"Functional", "Sequential", "Model"})
+_STAND_IN = "kresnet>Undrawn"
 # The parts of Keras' loader (keras.src.saving.saving_lib) that _load_undrawn calls.
 _LOADER_PARTS = ("_model_from_config", "H5IOStore", "_load_state", "_raise_loading_failure")
 # What Keras' own loader reads from an archive of a model without assets.
 _PLAIN_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
 
 
+class _Undrawn(keras.initializers.Initializer):
+    """Stands in for a saved kernel initializer while :func:`_load_undrawn` builds: it makes
+    the saved initializer (so that seeds are taken from Python's ``random`` in Keras'
+    loader's order and shared initializers stay shared) but gives zeros."""
+
+    def __init__(self, original):
+        self.original = keras.initializers.deserialize(original)
+
+    def __call__(self, shape, dtype=None):
+        return keras.ops.zeros(shape, dtype=dtype)
+
+    def get_config(self):
+        return {"original": keras.initializers.serialize(self.original)}
+
+
 def _undraw(config):
     """Replace, in the model configuration ``config`` (changed in place), the random kernel
-    initializers of plain layers by ``Zeros``; return ``(layer path, key, original)`` for
-    each, the path being the names from the outer model's first layer inwards."""
+    initializers of plain layers, in the model and the models nested in it, by
+    :class:`_Undrawn` stand-ins; return ``(layer path, key, original)`` for each, the path
+    being the names from the outer model's first layer inwards."""
     held = []
 
     def walk(layers, names):
@@ -275,21 +292,42 @@ def _undraw(config):
                     if isinstance(value, dict) and value.get("module") == "keras.initializers" \
                             and value.get("class_name") != "Zeros":
                         held.append((path, key, value))
-                        inner[key] = dict(_ZEROS)
-            walk(inner.get("layers"), path)
+                        inner[key] = {"module": None, "class_name": "Undrawn",
+                                      "config": {"original": value},
+                                      "registered_name": _STAND_IN}
+            elif layer.get("class_name") in _MODELS:
+                walk(inner.get("layers"), path)
 
     walk(config.get("config", {}).get("layers"), ())
     return held
+
+
+def _restore(model):
+    """Give every layer of ``model`` and of the models in it its saved initializer back in
+    place of the :class:`_Undrawn` stand-in; the number of stand-ins replaced."""
+    replaced, models = 0, [model]
+    while models:
+        for layer in models.pop().layers:
+            if isinstance(layer, keras.Model):
+                models.append(layer)
+            for key in _UNDRAWN_KEYS:
+                value = getattr(layer, key, None)
+                if isinstance(value, _Undrawn):
+                    setattr(layer, key, value.original)
+                    replaced += 1
+    return replaced
 
 
 def _load_undrawn(path, config, compile, safe_mode):
     """The model of ``path`` as ``keras.saving.load_model`` would return it, but built with
     zero kernels before its saved weights are read: a random draw for every kernel that is
     overwritten at once was a third of the time of loading a ResNet. Each layer gets its
-    saved initializer back, so the model, its configuration and a file saved from it are
-    those Keras' loader gives. ``None`` where this Keras lacks the loader's parts used here
-    or the archive holds more than a plain model (assets, another weights format): the
-    caller then loads with Keras' own loader."""
+    saved initializer back (made where Keras' loader makes it, so seeds and shared objects
+    are the same), so the model, its configuration and a file saved from it are those
+    Keras' loader gives. ``None`` where this Keras lacks the loader's parts used here, the
+    archive holds more than a plain model (assets, another weights format), or a stand-in
+    could not be found again in the built model: the caller then loads with Keras' own
+    loader."""
     try:
         from keras.src.saving import saving_lib  # the parts of load_model, to skip the draws
         from_config, store_class, load_state, fail = (getattr(saving_lib, name)
@@ -301,7 +339,9 @@ def _load_undrawn(path, config, compile, safe_mode):
             return None
         config = copy.deepcopy(config)
         held = _undraw(config)
-        model = from_config(json.dumps(config), None, compile, safe_mode)
+        model = from_config(json.dumps(config), {_STAND_IN: _Undrawn}, compile, safe_mode)
+        if _restore(model) != len(held):
+            return None
         # In memory, as Keras' loader reads it where memory suffices; kresnet.safety has
         # bounded the member's size.
         store = store_class(io.BytesIO(archive.read("model.weights.h5")), mode="r")
@@ -314,9 +354,4 @@ def _load_undrawn(path, config, compile, safe_mode):
             store.close()
     if failed:
         fail(messages)
-    for names, key, original in held:
-        layer = model
-        for name in names:
-            layer = layer.get_layer(name)
-        setattr(layer, key, keras.initializers.deserialize(original))
     return model
