@@ -127,6 +127,8 @@ def _check_export(args):
                              "images (N,H,W,C) in the model's input form")
         if not os.path.isfile(args.calibration):
             raise ValueError(f"no file at {args.calibration!r} (--calibration)")
+        if not args.output.endswith(".onnx"):
+            raise ValueError(f"--precision int8 writes an .onnx file; got -o {args.output!r}")
     if precision == "bfloat16" and format == "onnx":
         raise ValueError("--precision bfloat16 runs in TensorFlow: write a .keras file or use "
                          "--format savedmodel (onnxruntime has no bfloat16 convolutions on "

@@ -35,6 +35,7 @@ import numpy as np
 
 from kresnet import validation
 from kresnet.config import DEFAULT_SIZE
+from kresnet.folding import copy_weights
 
 #: The formats :func:`export` writes.
 FORMATS = ("onnx", "savedmodel")
@@ -148,7 +149,7 @@ def exportable(model: keras.Model) -> keras.Model:
     originals = {layer.name: layer for layer in model.layers}
     for layer in copy.layers:
         if layer.weights and not isinstance(layer, keras.layers.Rescaling):
-            layer.set_weights(originals[layer.name].get_weights())
+            copy_weights(layer, originals[layer.name])
     return copy
 
 

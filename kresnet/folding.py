@@ -115,6 +115,16 @@ def folded_weights(conv, bn):
     return (kernel * scale).astype(dtype), ((bias - mean) * scale + beta).astype(dtype)
 
 
+def copy_weights(layer, source):
+    """Give the copied ``layer`` the weights of ``source``. An adapted ``Normalization``
+    computes its mean and variance from its weights only when it is built or adapted, not
+    when they are set: ``finalize_state`` (Keras' own hook for that) computes them again,
+    or the copy would normalise with the statistics of an empty layer."""
+    layer.set_weights(source.get_weights())
+    if isinstance(layer, keras.layers.Normalization):
+        layer.finalize_state()
+
+
 def _hold_initializers(layer):
     """Give the unbuilt ``layer`` zeros initializers and return its own, to be put back once
     it is built: a copy whose weights are all replaced need not draw random ones (a ResNet-152
@@ -200,7 +210,7 @@ def fold_batchnorm(model: keras.Model, *, strict: bool = False,
             layer.set_weights(list(folded_weights(source,
                                                   originals[conv_to_bn[layer.name]])))
         elif source.weights:
-            layer.set_weights(source.get_weights())
+            copy_weights(layer, source)
     if name is not None:
         result = keras.Model(result.input, result.output, name=name)
     result.trainable = False

@@ -223,7 +223,7 @@ activation cannot stretch a range). ``keep_float`` (int8): names
         for name, value, default in (("calibration", calibration, None),
                                      ("keep_float", keep_float, None),
                                      ("method", method, "percentile")):
-            if value is not default:
+            if (value is not None) if default is None else (value != default):
                 raise ValueError(f"`{name}` is used by precision='int8' only. Received: "
                                  f"{name}={value!r} with precision={precision!r}")
     else:
@@ -258,30 +258,65 @@ _HEAD_STARTS = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooli
 _INPUT_SIDE = (keras.layers.Normalization, keras.layers.Rescaling)
 
 
+def _parents(layer):
+    return {tensor._keras_history.operation.name
+            for node in getattr(layer, "_inbound_nodes", [])
+            for tensor in keras.tree.flatten(node.input_tensors)}
+
+
+def _rank(layer):
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError):  # several outputs, or called more than once
+        return None
+
+
 def float32_layers(model: keras.Model) -> list:
     """Names of the layers :func:`bfloat16_copy` keeps in float32: input-side scaling
-    (``Normalization``, ``Rescaling`` fed by the input alone) and the head, every layer
-    downstream of a global pooling or ``Flatten``.
+    (``Normalization``, ``Rescaling`` fed by the input alone) and the head: a global pooling
+    or ``Flatten`` from which no layer leads back to a spatial map, and every layer after
+    it. The pools of squeeze-excitation and ECA inside each block scale a spatial map
+    again, so they are no head.
 
     >>> import kresnet
     >>> float32_layers(kresnet.build("resnet20"))
     ['avg_pool', 'fc10']
     """
-    names, head, input_side = [], set(), set()
-    for layer in model.layers:  # in the graph's order: a layer comes after its inputs
-        if isinstance(layer, keras.layers.InputLayer):
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    parents = {layer.name: _parents(layer) for layer in layers}
+    children = {layer.name: set() for layer in model.layers}
+    for name, above in parents.items():
+        for parent in above:
+            children.setdefault(parent, set()).add(name)
+    spatial = len(model.inputs[0].shape) if len(model.inputs) == 1 else 4
+    ranks = {layer.name: _rank(layer) for layer in layers}
+
+    def below(name):  # the layers downstream of ``name``, itself included
+        seen, todo = set(), [name]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(children.get(current, ()))
+        return seen
+
+    head = set()
+    for layer in layers:  # in the graph's order: a layer comes after its inputs
+        if isinstance(layer, _HEAD_STARTS) and layer.name not in head:
+            downstream = below(layer.name)
+            if all(ranks.get(name) is not None and ranks[name] < spatial
+                   for name in downstream):
+                head |= downstream
+    input_side = {layer.name for layer in model.layers
+                  if isinstance(layer, keras.layers.InputLayer)}
+    names = []
+    for layer in layers:
+        if layer.name in head:
+            names.append(layer.name)
+        elif isinstance(layer, _INPUT_SIDE) and parents[layer.name] and \
+                parents[layer.name] <= input_side:
             input_side.add(layer.name)
-            continue
-        parents = {tensor._keras_history.operation.name
-                   for node in getattr(layer, "_inbound_nodes", [])
-                   for tensor in keras.tree.flatten(node.input_tensors)}
-        if isinstance(layer, _HEAD_STARTS) or parents & head:
-            head.add(layer.name)
-        elif isinstance(layer, _INPUT_SIDE) and parents and parents <= input_side:
-            input_side.add(layer.name)
-        else:
-            continue
-        names.append(layer.name)
+            names.append(layer.name)
     return names
 
 
@@ -295,7 +330,7 @@ def bfloat16_copy(model: keras.Model) -> keras.Model:
     ('bfloat16', 'float32')
     """
     validation.keras_model(model)
-    from kresnet.folding import _hold_initializers  # noqa: PLC0415
+    from kresnet.folding import _hold_initializers, copy_weights  # noqa: PLC0415
 
     keep = set(float32_layers(model))
     held = []
@@ -315,7 +350,7 @@ def bfloat16_copy(model: keras.Model) -> keras.Model:
     originals = {layer.name: layer for layer in model.layers}
     for layer in copy.layers:
         if layer.weights:
-            layer.set_weights(originals[layer.name].get_weights())
+            copy_weights(layer, originals[layer.name])
     copy.trainable = model.trainable
     return copy
 
@@ -390,10 +425,13 @@ def _images(name, value, input_shape):
 
 
 def _input_shape(model):
-    inputs = model.inputs
+    inputs, outputs = model.inputs, model.outputs
     if len(inputs) != 1:
         raise ValueError(f"Model {model.name!r} has {len(inputs)} inputs; optimize takes "
                          "models with one image input.")
+    if len(outputs) != 1:
+        raise ValueError(f"Model {model.name!r} has {len(outputs)} outputs; optimize takes "
+                         "models with one output (a classifier or one feature map).")
     return tuple(inputs[0].shape[1:])
 
 

@@ -114,6 +114,71 @@ def test_float32_layers_keeps_normalisation_before_the_first_conv():
     assert inference.float32_layers(model) == ["normalize", "pool", "fc"]
 
 
+def test_bfloat16_keeps_squeeze_excitation_and_eca_blocks_in_bfloat16():
+    """Their pools keep the spatial axes (keepdims=True) inside every block: they are no
+    head, so everything up to the network's own global pooling computes in bfloat16."""
+    for preset, stem_width in (("seresnet18", 8), ("ecaresnet26t", (8, 8, 8))):
+        model = kresnet.build(preset, input_shape=(32, 32, 3), classes=3, widths=(8, 8, 8, 8),
+                              stem_width=stem_width)
+        head = inference.float32_layers(model)
+        assert len(head) <= 3, (preset, head)
+        copy = inference.bfloat16_copy(model)
+        inside = [layer for layer in copy.layers
+                  if isinstance(layer, (keras.layers.GlobalAveragePooling2D,
+                                        keras.layers.Conv1D, keras.layers.Conv2D))
+                  and layer.name not in head]
+        assert inside and all(layer.compute_dtype == "bfloat16" for layer in inside), preset
+
+
+def test_an_adapted_normalization_keeps_its_statistics_in_every_copy():
+    """An adapted Normalization computes mean and variance when built or adapted, not when
+    its weights are set: the folded, bfloat16 and ONNX-ready copies must compute them."""
+    from kresnet.exporting import exportable
+
+    images = _images(32) * 4.0 + 2.0
+    norm = keras.layers.Normalization(name="normalize")
+    norm.adapt(images)
+    inputs = keras.Input((32, 32, 3), name="image")
+    model = keras.Model(inputs, _net()(norm(inputs)), name="adapted")
+    expected = keras.ops.convert_to_numpy(model(images[:4], training=False))
+    np.testing.assert_allclose(kresnet.optimize(model).predict(images[:4]), expected,
+                               rtol=1e-4, atol=1e-5)
+    got = kresnet.optimize(model, "bfloat16").predict(images[:4])
+    assert np.max(np.abs(got - expected)) <= 0.05 * np.max(np.abs(expected))
+    scaled = keras.ops.convert_to_numpy(norm(images[:4]))
+    assert abs(scaled.mean()) < 0.5  # really normalised (the raw images have mean ~4)
+    image = keras.Input((32, 32, 3), name="image")
+    alone = keras.Model(image, norm(image), name="normalize_only")
+    for copy in (kresnet.fold_batchnorm(alone), exportable(kresnet.fold_batchnorm(alone))):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(copy(images[:4])), scaled,
+                                   atol=1e-4)
+
+
+def test_models_with_several_outputs_are_refused():
+    model = kresnet.create_resnet((32, 32, 3), 3, blocks=(1, 1), widths=(4, 8),
+                                  stem_width=4, include_top=False, outputs="stages")
+    with pytest.raises(ValueError, match="outputs; optimize takes models with one output"):
+        kresnet.optimize(model)
+
+
+def test_an_equal_method_string_is_the_default_on_the_float_paths():
+    method = "".join(["percen", "tile"])  # equal to the default, not the same object
+    assert kresnet.optimize(_net(), "float32", method=method).precision == "float32"
+
+
+def test_cli_int8_refuses_an_output_that_is_no_onnx_file_before_building(tmp_path, capsys,
+                                                                       monkeypatch):
+    from kresnet import cli
+
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((2, 32, 32, 3), "float32"))
+    monkeypatch.setattr(cli, "_import_quietly", lambda: pytest.fail("imported TensorFlow"))
+    status = cli.main(["export", "resnet20", "-o", str(tmp_path / "out.bin"), "--precision",
+                       "int8", "--calibration", str(images)])
+    assert status == 2
+    assert "writes an .onnx file" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_float_paths_export_keras_files_that_load_in_a_fresh_process(tmp_path):
     model = _net()
