@@ -155,7 +155,7 @@ def _export(args):
         if args.calibration_method:
             options["method"] = args.calibration_method
     fast = kresnet.optimize(model, args.precision, **options)
-    if format in ("keras",) or args.precision == "int8":
+    if format == "keras" or args.precision == "int8":
         print(fast.export(args.output))
     else:
         print(kresnet.export(fast.model, args.output, format=format))

@@ -35,7 +35,7 @@ import numpy as np
 
 from kresnet import validation
 from kresnet.config import DEFAULT_SIZE
-from kresnet.folding import copy_weights
+from kresnet.folding import copy_model
 
 #: The formats :func:`export` writes.
 FORMATS = ("onnx", "savedmodel")
@@ -133,7 +133,7 @@ def exportable(model: keras.Model) -> keras.Model:
     if not any(_is_normalization(layer) for layer in model.layers):
         return model
 
-    def clone(layer):
+    def make(layer):
         if not _is_normalization(layer):
             return layer.__class__.from_config(layer.get_config())
         mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), dtype=np.float64)[0]
@@ -145,12 +145,7 @@ def exportable(model: keras.Model) -> keras.Model:
                                       (-mean * scale).astype("float32").tolist(),
                                       name=layer.name, dtype=layer.dtype_policy)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    originals = {layer.name: layer for layer in model.layers}
-    for layer in copy.layers:
-        if layer.weights and not isinstance(layer, keras.layers.Rescaling):
-            copy_weights(layer, originals[layer.name])
-    return copy
+    return copy_model(model, make)
 
 
 def _is_normalization(layer):

@@ -136,6 +136,30 @@ def _hold_initializers(layer):
     return own
 
 
+def copy_model(model, make_layer):
+    """A copy of the functional ``model`` whose layers ``make_layer(layer)`` makes (new and
+    unbuilt, with the same weights' shapes, or with none), and whose weights are
+    ``model``'s: built with zero kernels, as every weight is then set, and given each new
+    layer's own initializers back."""
+    held = []
+
+    def clone(layer):
+        copy = make_layer(layer)
+        if layer.weights:
+            held.append((copy, _hold_initializers(copy)))
+        return copy
+
+    result = keras.models.clone_model(model, clone_function=clone)
+    for copy, initializers in held:
+        for key, initializer in initializers.items():
+            setattr(copy, key, initializer)
+    originals = {layer.name: layer for layer in model.layers}
+    for layer in result.layers:
+        if layer.weights:
+            copy_weights(layer, originals[layer.name])
+    return result
+
+
 def fold_batchnorm(model: keras.Model, *, strict: bool = False,
                    name: Optional[str] = None) -> keras.Model:
     """An inference-only copy of ``model`` with each batch norm that follows a conv folded

@@ -330,27 +330,16 @@ def bfloat16_copy(model: keras.Model) -> keras.Model:
     ('bfloat16', 'float32')
     """
     validation.keras_model(model)
-    from kresnet.folding import _hold_initializers, copy_weights  # noqa: PLC0415
+    from kresnet.folding import copy_model  # noqa: PLC0415
 
     keep = set(float32_layers(model))
-    held = []
 
-    def clone(layer):
+    def make(layer):
         config = layer.get_config()
         config["dtype"] = "float32" if layer.name in keep else "mixed_bfloat16"
-        copy = layer.__class__.from_config(config)
-        if layer.weights:
-            held.append((copy, _hold_initializers(copy)))
-        return copy
+        return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    for layer, initializers in held:
-        for key, initializer in initializers.items():
-            setattr(layer, key, initializer)
-    originals = {layer.name: layer for layer in model.layers}
-    for layer in copy.layers:
-        if layer.weights:
-            copy_weights(layer, originals[layer.name])
+    copy = copy_model(model, make)
     copy.trainable = model.trainable
     return copy
 
