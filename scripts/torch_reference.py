@@ -44,6 +44,13 @@ def make_model(arch, library):
     return timm.create_model(arch, pretrained=False).eval()
 
 
+def empty_model(arch, library):
+    """The model with its tensors on the meta device (shapes, no values, no initialisation
+    drawn), for a state_dict that gives every value (``load_state_dict(assign=True)``)."""
+    with torch.device("meta"):
+        return make_model(arch, library)
+
+
 def randomise(model, seed=0):
     """Random BN statistics, scales and shifts: with fresh ones every BN is near the identity
     (and timm zeroes the last BN of each block). Scales below 1 keep a deep random net out
@@ -129,8 +136,8 @@ def main(command, out, spec_path):
         return
     torch.manual_seed(0)
     for arch, entry in spec["archs"].items():
-        model = make_model(arch, entry["library"])
         if command == "make":
+            model = make_model(arch, entry["library"])
             randomise(model)
             state = model.state_dict()
             if entry["format"] == "safetensors":
@@ -142,8 +149,13 @@ def main(command, out, spec_path):
                 torch.save(state, os.path.join(out, f"{arch}.pth"))
         else:
             arrays = np.load(os.path.join(out, f"{arch}.back.npz"))
-            model.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files},
-                                  strict=True)
+            state = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+            model = empty_model(arch, entry["library"])
+            model.load_state_dict(state, strict=True, assign=True)
+            if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+                # Buffers outside the state_dict (the blur's filter) need a real build.
+                model = make_model(arch, entry["library"])
+                model.load_state_dict(state, strict=True)
         for size in entry["sizes"]:
             run(model, out, arch, size, "logits" if command == "make" else "back",
                 features=command == "make" and entry["library"] == "timm")
